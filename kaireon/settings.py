@@ -1,0 +1,189 @@
+"""Kaireon Ops settings: every value comes from the environment (see .env.example).
+
+A bad value stops the process at start with a message naming the variable, so a
+typo in a deploy never turns into a silently different behaviour.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+# A local .env is a convenience for development; real deploys set variables.
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+
+def _bool(name: str, default: bool) -> bool:
+    raw = env.str(name, default="")
+    if raw == "":
+        return default
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(
+        f"{name} must be a boolean (1/0, true/false), got {raw!r}"
+    )
+
+
+def _int(name: str, default: int, *, minimum: int, maximum: int | None = None) -> int:
+    raw = env.str(name, default="")
+    if raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        bounds = f"between {minimum} and {maximum}" if maximum else f">= {minimum}"
+        raise ImproperlyConfigured(f"{name} must be {bounds}, got {value}")
+    return value
+
+
+DEBUG = _bool("DEBUG", False)
+
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY must be set (or DEBUG=1 for a development-only key)"
+        )
+    SECRET_KEY = "django-insecure-development-only-key-do-not-deploy"
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+# Where the console keeps its local state: the SQLite file, the local Redis data.
+STATE_DIR = Path(env.str("KAIREON_STATE_DIR", default=str(BASE_DIR / "var")))
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "ops.apps.OpsConfig",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "kaireon.urls"
+WSGI_APPLICATION = "kaireon.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+try:
+    DATABASES = {
+        "default": env.db_url(
+            "DATABASE_URL", default=f"sqlite:///{STATE_DIR / 'kaireon.sqlite3'}"
+        )
+    }
+except (ImproperlyConfigured, KeyError, ValueError) as exc:
+    raise ImproperlyConfigured(
+        f"DATABASE_URL is not a valid database URL: {exc}"
+    ) from None
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+    # A drain holds a lease row while other requests read; wait instead of
+    # failing with "database is locked".
+    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = STATE_DIR / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"
+        if not DEBUG
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
+
+# --- Redis -----------------------------------------------------------------
+# Unset means "the local Redis that `./dev run` starts on the project port".
+REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6390/0")
+_redis_parts = urlsplit(REDIS_URL)
+if _redis_parts.scheme not in {"redis", "rediss", "unix"}:
+    raise ImproperlyConfigured(
+        f"REDIS_URL must start with redis://, rediss:// or unix://, got {REDIS_URL!r}"
+    )
+REDIS_SOCKET_TIMEOUT_S = _int("REDIS_SOCKET_TIMEOUT_S", 10, minimum=1, maximum=600)
+
+
+# django-rq reads RQ_QUEUES. The queue *names* live in the database (ops.Queue
+# rows); every name resolves to this one connection, so there is no second list
+# of queues to keep in step (see ops/queues.py).
+class _EveryQueue(dict):
+    """django-rq looks a queue's connection up by name; every name gets REDIS_URL."""
+
+    def __missing__(self, key: str) -> dict[str, str]:
+        return self["default"]
+
+
+RQ_QUEUES = _EveryQueue(default={"URL": REDIS_URL})
+
+# --- Drain defaults ---------------------------------------------------------
+DRAIN_MAX_DURATION_CAP_MS = 600_000  # the hard cap (runbook §6.2); not configurable
+DRAIN_MAX_DURATION_MS = _int(
+    "DRAIN_MAX_DURATION_MS", 60_000, minimum=1, maximum=DRAIN_MAX_DURATION_CAP_MS
+)
+DRAIN_MAX_CONCURRENT_QUEUES = _int(
+    "DRAIN_MAX_CONCURRENT_QUEUES", 2, minimum=1, maximum=64
+)
+# A job already running when the time budget ends may finish within this grace;
+# past it the drain kills the job's process and records the job as failed.
+DRAIN_JOB_GRACE_MS = _int("DRAIN_JOB_GRACE_MS", 60_000, minimum=0, maximum=600_000)
+# Added to budget + grace to get the lease's life: past it, a drain that still
+# holds the lease is taken to be dead and its run is marked abandoned.
+DRAIN_LEASE_MARGIN_MS = _int("DRAIN_LEASE_MARGIN_MS", 30_000, minimum=1_000)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {
+        # RQ logs every job at INFO; in a drain that is noise on stderr.
+        "rq.worker": {"level": "WARNING"},
+    },
+}

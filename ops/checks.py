@@ -1,0 +1,32 @@
+"""System checks for rules that span settings or need the database."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.checks import CheckMessage, Tags, Warning, register
+from django.db import DatabaseError
+
+
+@register(Tags.database)
+def check_enabled_queues(
+    app_configs: Any = None, databases: Any = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """A drain with no enabled queue does nothing, and says so only in its result."""
+    if not databases:
+        return []
+    from ops.models import Queue
+
+    try:
+        enabled = Queue.objects.filter(enabled=True).count()
+    except DatabaseError:
+        return []  # not migrated yet: `migrate` will say so
+    if enabled == 0:
+        return [
+            Warning(
+                "No queue is enabled: every drain will do nothing.",
+                hint="Enable a queue in the admin (Operations > Queues).",
+                id="ops.W001",
+            )
+        ]
+    return []

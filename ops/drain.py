@@ -1,0 +1,400 @@
+"""The drain engine: the one function every interface calls to drain the queues.
+
+An idle drain costs one Redis command: a single EXISTS over every selected
+queue's list and scheduled registry. Only when that finds work does the engine
+promote due scheduled jobs and start child processes (ops/drain_worker.py, the
+job-execution seam), at most `max_concurrent_queues` at a time, in priority
+order, until the queues are empty or the time budget is spent.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from django.conf import settings
+from rq.job import Job
+from rq.registry import ScheduledJobRegistry
+from rq.utils import as_text
+
+from ops import lease
+from ops.drain_options import DrainOptions
+from ops.models import DrainRun, lease_life
+from ops.queues import list_key, pending_keys, rq_queue, scheduled_key
+from ops.recovery import fail_started_jobs, forget_worker
+from ops.redis_client import CommandMeter, close_client, make_client
+
+log = logging.getLogger(__name__)
+
+EXECUTOR_MODULE = "ops.drain_worker"
+# A queue whose child keeps dying (a job that segfaults, say) is given up on
+# for this drain after this many deaths; each death fails the job it ran.
+MAX_CHILD_DEATHS_PER_QUEUE = 5
+
+
+class ErrorCode:
+    REDIS_UNAVAILABLE = "redis_unavailable"
+    INTERRUPTED = "interrupted"
+    INTERNAL = "internal_error"
+
+
+@dataclass
+class _Tally:
+    processed: int = 0
+    failed: int = 0
+    remaining: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "processed": self.processed,
+            "failed": self.failed,
+            "remaining": self.remaining,
+        }
+
+
+@dataclass
+class _Child:
+    queue: str
+    worker_name: str
+    proc: subprocess.Popen[bytes]
+    reader: int
+    buffer: bytes = b""
+    current_job: str | None = None
+    billed: int = 0
+    total: int = 0
+    done: bool = False
+    stopped_at_deadline: bool = False
+    killed: bool = False
+
+
+@dataclass
+class _Outcome:
+    tallies: dict[str, _Tally]
+    deadline_hit: bool = False
+    child_billed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def drain(
+    *,
+    trigger: str,
+    options: DrainOptions,
+    requested_by: Any = None,
+    caller: str = "",
+) -> DrainRun:
+    """Drain the selected queues once. Returns the finished DrainRun.
+
+    Never raises for Redis trouble or job failures: the run records them. A
+    second caller while a drain holds the lease gets a `skipped` run at once.
+    """
+    run = DrainRun.objects.create(
+        trigger=trigger,
+        requested_by=requested_by if getattr(requested_by, "pk", None) else None,
+        caller=caller[:200],
+        params=options.as_params(),
+        worker_prefix=f"kdrain.{uuid.uuid4().hex[:12]}.",
+    )
+    claim = lease.acquire(run, lease_life(options.max_duration_ms))
+    if not claim.acquired:
+        run.mark_skipped(blocked_by=claim.holder)
+        return run
+
+    meter = CommandMeter()
+    client = make_client(meter)
+    outcome = _Outcome(tallies={name: _Tally() for name in options.queues})
+    recovered = 0
+    status = DrainRun.Status.SUCCEEDED
+    error_code = error = ""
+    try:
+        recovered = _recover_dead_runs(run, client)
+        _drain_with_lease(run, options, client, outcome)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        status, error_code = DrainRun.Status.FAILED, ErrorCode.REDIS_UNAVAILABLE
+        error = f"Redis is unreachable: {exc}"
+    except BaseException as exc:
+        # Never leave a run "running" behind us, whatever happened.
+        status = DrainRun.Status.FAILED
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            error_code, error = ErrorCode.INTERRUPTED, "The drain was interrupted."
+        else:
+            log.exception("drain %s failed", run.public_id)
+            error_code, error = ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}"
+        run.finish(
+            status=status,
+            queue_results={n: t.as_dict() for n, t in outcome.tallies.items()},
+            redis_commands=meter.billed + outcome.child_billed,
+            error_code=error_code,
+            error=error,
+        )
+        lease.release(run)
+        close_client(client)
+        if not isinstance(exc, Exception):
+            raise
+        return run
+    close_client(client)
+
+    if status == DrainRun.Status.SUCCEEDED:
+        if outcome.errors:
+            error = "; ".join(outcome.errors)
+        left = sum(t.remaining for t in outcome.tallies.values())
+        if outcome.deadline_hit and left:
+            status = DrainRun.Status.DEADLINE
+    run.finish(
+        status=status,
+        queue_results={n: t.as_dict() for n, t in outcome.tallies.items()},
+        redis_commands=meter.billed + outcome.child_billed,
+        deadline_hit=outcome.deadline_hit,
+        recovered_jobs=recovered,
+        error_code=error_code,
+        error=error,
+    )
+    lease.release(run)
+    return run
+
+
+def _recover_dead_runs(run: DrainRun, client: redis.Redis) -> int:
+    """Mark drains whose process died as abandoned and fail the jobs they left
+    started. Costs nothing when there is no dead drain (a database query)."""
+    recovered = 0
+    for dead in lease.dead_runs(run):
+        note = (
+            f"Its process died: it still held the drain lease when the lease "
+            f"lapsed at {dead.lease_expires:%Y-%m-%d %H:%M:%S} UTC. "
+            f"Recovered by drain {run.public_id}."
+        )
+        if not dead.mark_abandoned(note=note):
+            continue  # another drain recovered it first
+        for name in dead.params.get("queues", []):
+            recovered += len(
+                fail_started_jobs(
+                    client,
+                    name,
+                    worker_prefix=dead.worker_prefix,
+                    reason=f"drain {dead.public_id} died while running it",
+                )
+            )
+    return recovered
+
+
+def _drain_with_lease(
+    run: DrainRun, options: DrainOptions, client: redis.Redis, outcome: _Outcome
+) -> None:
+    names = list(options.queues)
+    if not names:
+        return
+    # The idle check: one command for every queue, the floor of an idle tick.
+    if client.exists(*pending_keys(names)) == 0:
+        return
+
+    now = time.time()
+    with client.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.llen(list_key(name))
+        for name in names:
+            pipe.zrangebyscore(scheduled_key(name), 0, now)
+        replies = pipe.execute()
+    depths = dict(zip(names, replies[: len(names)], strict=True))
+    due = dict(zip(names, replies[len(names) :], strict=True))
+    for name, job_ids in due.items():
+        if job_ids:
+            depths[name] += _promote_scheduled(
+                client, name, [as_text(j) for j in job_ids]
+            )
+
+    with_work = [name for name in names if depths[name] > 0]
+    if with_work:
+        deadline = run.started.timestamp() + options.max_duration_ms / 1000
+        _run_children(run, options, with_work, deadline, client, outcome)
+
+    with client.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.llen(list_key(name))
+        for name, left in zip(names, pipe.execute(), strict=True):
+            outcome.tallies[name].remaining = left
+
+
+def _promote_scheduled(client: redis.Redis, name: str, job_ids: list[str]) -> int:
+    """Move due scheduled jobs onto their queue, as RQ's scheduler does, without
+    running the scheduler (which polls Redis every second)."""
+    queue = rq_queue(name, client)
+    registry = ScheduledJobRegistry(name, connection=client)
+    jobs = Job.fetch_many(job_ids, connection=client)
+    with client.pipeline() as pipe:
+        for job in jobs:
+            if job is not None:
+                queue._enqueue_job(
+                    job, pipeline=pipe, at_front=job.should_enqueue_at_front()
+                )
+        for job_id in job_ids:
+            registry.remove(job_id, pipeline=pipe)
+        pipe.execute()
+    return sum(1 for job in jobs if job is not None)
+
+
+def _spawn(run: DrainRun, queue: str, attempt: int, deadline: float) -> _Child:
+    worker_name = f"{run.worker_prefix}{queue}.{attempt}"
+    reader, writer = os.pipe()
+    env = dict(os.environ)
+    env.setdefault("DJANGO_SETTINGS_MODULE", "kaireon.settings")
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(settings.BASE_DIR), env.get("PYTHONPATH", "")) if p
+    )
+    try:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                EXECUTOR_MODULE,
+                "--queue",
+                queue,
+                "--deadline",
+                repr(deadline),
+                "--worker-name",
+                worker_name,
+                "--report-fd",
+                str(writer),
+                "--parent-pid",
+                str(os.getpid()),
+            ],
+            pass_fds=(writer,),
+            cwd=settings.BASE_DIR,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            # Jobs may print; their output goes to our stderr (the server log),
+            # never to our stdout, which `manage.py drain --json` owns.
+            stdout=2,
+        )
+    except BaseException:
+        os.close(reader)
+        raise
+    finally:
+        os.close(writer)
+    return _Child(queue=queue, worker_name=worker_name, proc=proc, reader=reader)
+
+
+def _read(child: _Child, tally: _Tally) -> bool:
+    """Consume what the child reported. False at end of stream."""
+    data = os.read(child.reader, 65536)
+    if not data:
+        return False
+    child.buffer += data
+    *lines, child.buffer = child.buffer.split(b"\n")
+    for raw in lines:
+        parts = raw.decode("utf-8", "replace").split()
+        if not parts:
+            continue
+        kind = parts[0]
+        if kind == "start" and len(parts) == 2:
+            child.current_job = parts[1]
+        elif kind == "end" and len(parts) == 5:
+            child.current_job = None
+            tally.processed += 1
+            if parts[2] != "ok":
+                tally.failed += 1
+            child.billed, child.total = int(parts[3]), int(parts[4])
+        elif kind == "deadline":
+            child.stopped_at_deadline = True
+        elif kind == "done" and len(parts) == 3:
+            child.done = True
+            child.billed, child.total = int(parts[1]), int(parts[2])
+    return True
+
+
+def _run_children(
+    run: DrainRun,
+    options: DrainOptions,
+    queues: list[str],
+    deadline: float,
+    client: redis.Redis,
+    outcome: _Outcome,
+) -> None:
+    hard_deadline = deadline + settings.DRAIN_JOB_GRACE_MS / 1000
+    waiting = deque(queues)
+    attempts: Counter[str] = Counter()
+    deaths: Counter[str] = Counter()
+    active: dict[int, _Child] = {}
+    selector = selectors.DefaultSelector()
+
+    def finish_child(child: _Child) -> None:
+        selector.unregister(child.reader)
+        os.close(child.reader)
+        del active[child.reader]
+        returncode = child.proc.wait()
+        outcome.child_billed += child.billed
+        if child.stopped_at_deadline:
+            outcome.deadline_hit = True
+        if child.done and returncode == 0:
+            return
+        # The child died: fail the job it was running (RQ's own cleanup would
+        # do it only minutes later) and tidy its worker registration.
+        tally = outcome.tallies[child.queue]
+        if child.killed:
+            reason = "killed at the drain's hard deadline (time budget + job grace)"
+        else:
+            reason = f"the drain's worker process died (exit status {returncode})"
+        handled = fail_started_jobs(
+            client, child.queue, worker_prefix=child.worker_name, reason=reason
+        )
+        if child.current_job and child.current_job in handled:
+            tally.processed += 1
+            tally.failed += 1
+        forget_worker(client, child.worker_name, [child.queue])
+        deaths[child.queue] += 1
+        log.warning("drain %s: worker for %s %s", run.public_id, child.queue, reason)
+        if child.killed:
+            outcome.deadline_hit = True
+        elif deaths[child.queue] >= MAX_CHILD_DEATHS_PER_QUEUE:
+            outcome.errors.append(
+                f"{child.queue}: gave up after {deaths[child.queue]} worker deaths"
+            )
+        else:
+            waiting.appendleft(child.queue)  # carry on with the rest of it
+
+    try:
+        while waiting or active:
+            while waiting and len(active) < options.max_concurrent_queues:
+                if time.time() >= deadline:
+                    outcome.deadline_hit = True  # queues with work never started
+                    waiting.clear()
+                    break
+                name = waiting.popleft()
+                attempts[name] += 1
+                child = _spawn(run, name, attempts[name], deadline)
+                active[child.reader] = child
+                selector.register(child.reader, selectors.EVENT_READ, child)
+            if not active:
+                break
+            wait = max(0.0, min(1.0, hard_deadline - time.time()))
+            for key, _ in selector.select(timeout=wait):
+                child = key.data
+                if not _read(child, outcome.tallies[child.queue]):
+                    finish_child(child)
+            if time.time() >= hard_deadline:
+                for child in list(active.values()):
+                    child.killed = True
+                    child.proc.kill()
+                    child.proc.wait()
+                    while _read(child, outcome.tallies[child.queue]):
+                        pass
+                    finish_child(child)
+                waiting.clear()
+    finally:
+        # Interrupted (Ctrl-C, server shutdown): stop the children and fail
+        # what they were running rather than leave it "started".
+        for child in list(active.values()):
+            child.killed = True
+            child.proc.kill()
+            try:
+                finish_child(child)
+            except Exception:
+                log.exception("could not fail the jobs of %s", child.worker_name)
+        selector.close()

@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+import sys
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from ops.drain import ErrorCode, drain
+from ops.drain_options import DrainOptionError, parse_options
+from ops.models import DrainRun
+from ops.results import drain_result, summary_line
+
+# Exit statuses, for cron wrappers and scripts.
+EXIT_OK = 0
+EXIT_JOBS_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_SKIPPED = 3
+EXIT_REDIS_UNAVAILABLE = 4
+
+_FLAGS = {
+    "maxDurationMs": "--max-duration-ms",
+    "maxConcurrentQueues": "--max-concurrent-queues",
+    "queues": "--queue",
+}
+
+
+class Command(BaseCommand):
+    help = (
+        "Drain the queues once: process what is queued within a time budget, then "
+        "exit. Exit status: 0 drained, 1 jobs failed, 2 bad input, 3 skipped "
+        "(another drain is running), 4 Redis unreachable."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        # Parsed as text so that bad values get our message, not argparse's.
+        parser.add_argument(
+            "--max-duration-ms",
+            metavar="MS",
+            help="time budget in ms (default DRAIN_MAX_DURATION_MS; above 600000 "
+            "it is clamped)",
+        )
+        parser.add_argument(
+            "--max-concurrent-queues",
+            metavar="N",
+            help="queues drained at once (default DRAIN_MAX_CONCURRENT_QUEUES)",
+        )
+        parser.add_argument(
+            "--queue",
+            action="append",
+            dest="queues",
+            metavar="NAME",
+            help="drain only this queue (repeatable; default: every enabled queue)",
+        )
+        parser.add_argument(
+            "--json", action="store_true", help="print the result as JSON"
+        )
+
+    def handle(self, *args: Any, **opts: Any) -> None:
+        try:
+            options = parse_options(
+                max_duration_ms=opts["max_duration_ms"],
+                max_concurrent_queues=opts["max_concurrent_queues"],
+                queues=opts["queues"],
+            )
+        except DrainOptionError as exc:
+            raise CommandError(
+                f"{_FLAGS.get(exc.field, exc.field)}: {exc.message}",
+                returncode=EXIT_BAD_INPUT,
+            ) from None
+
+        caller = f"{getpass.getuser()}@{socket.gethostname()} pid {os.getpid()}"
+        run = drain(trigger=DrainRun.Trigger.CLI, options=options, caller=caller)
+        if opts["json"]:
+            self.stdout.write(json.dumps(drain_result(run), indent=2))
+        else:
+            for field, change in (run.params.get("clamped") or {}).items():
+                self.stderr.write(
+                    f"{_FLAGS.get(field, field)} clamped from {change['requested']} "
+                    f"to {change['applied']}"
+                )
+            self.stdout.write(f"drain {run.public_id} {summary_line(run)}")
+
+        code = _exit_status(run)
+        if code != EXIT_OK:
+            sys.exit(code)
+
+
+def _exit_status(run: DrainRun) -> int:
+    if run.status == DrainRun.Status.SKIPPED:
+        return EXIT_SKIPPED
+    if run.error_code == ErrorCode.REDIS_UNAVAILABLE:
+        return EXIT_REDIS_UNAVAILABLE
+    if run.status == DrainRun.Status.FAILED or run.total_failed:
+        return EXIT_JOBS_FAILED
+    return EXIT_OK

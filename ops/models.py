@@ -1,0 +1,185 @@
+"""Database state of the console: queues, drain runs and the drain lease."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class Queue(models.Model):
+    """An RQ queue the console drains. These rows are the list of queues."""
+
+    name = models.CharField(
+        max_length=100,
+        unique=True,
+        help_text="The RQ queue name (its Redis list is rq:queue:<name>).",
+    )
+    enabled = models.BooleanField(
+        default=True, help_text="Disabled queues are skipped by every drain."
+    )
+    priority = models.PositiveIntegerField(
+        default=100, help_text="Drain order: lower numbers are drained first."
+    )
+    description = models.TextField(blank=True)
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["priority", "name"]
+        permissions = [("drain_queues", "Can start a drain from the console")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class DrainRun(models.Model):
+    """One drain: who asked, with which options, and what it did."""
+
+    class Trigger(models.TextChoices):
+        CRON = "cron", "Cron endpoint"
+        ADMIN = "admin", "Admin"
+        CLI = "cli", "manage.py drain"
+        SCHEDULE = "schedule", "Built-in schedule"
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        DEADLINE = "deadline", "Stopped at the time budget"
+        FAILED = "failed", "Failed"
+        SKIPPED = "skipped", "Skipped (another drain was running)"
+        ABANDONED = "abandoned", "Abandoned (its process died)"
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    trigger = models.CharField(max_length=16, choices=Trigger.choices)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    caller = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="Who asked, when not a console user: host/pid, IP, credential.",
+    )
+    params = models.JSONField(default=dict, blank=True)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.RUNNING
+    )
+    started = models.DateTimeField(default=timezone.now)
+    finished = models.DateTimeField(null=True, blank=True)
+    total_processed = models.PositiveIntegerField(default=0)
+    total_failed = models.PositiveIntegerField(default=0)
+    # name -> {"processed": n, "failed": n, "remaining": n}
+    queue_results = models.JSONField(default=dict, blank=True)
+    redis_commands = models.PositiveIntegerField(
+        default=0, help_text="Billable Redis commands this drain sent."
+    )
+    deadline_hit = models.BooleanField(default=False)
+    blocked_by = models.UUIDField(
+        null=True, blank=True, help_text="The running drain that made this one skip."
+    )
+    # Identifies this drain's RQ workers ("kdrain.<hex>.<queue>.<n>"), so that
+    # jobs a dead drain left in StartedJobRegistry can be found and failed.
+    worker_prefix = models.CharField(max_length=64, blank=True)
+    # Set when this run took the drain lease: past it, a run still "running"
+    # is dead, and the next drain marks it abandoned.
+    lease_expires = models.DateTimeField(null=True, blank=True)
+    recovered_jobs = models.PositiveIntegerField(
+        default=0,
+        help_text="Jobs of dead drains this run moved to the failed registry.",
+    )
+    error_code = models.CharField(max_length=40, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started"]
+        indexes = [
+            # Admin list (newest first) and "latest runs" queries.
+            models.Index(fields=["-started"], name="drainrun_started_idx"),
+            # Admin filters by status / trigger, newest first; the lease
+            # recovery looks up running runs.
+            models.Index(fields=["status", "-started"], name="drainrun_status_idx"),
+            models.Index(fields=["trigger", "-started"], name="drainrun_trigger_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"drain {self.public_id} ({self.status})"
+
+    @property
+    def duration_ms(self) -> int | None:
+        if self.finished is None:
+            return None
+        return int((self.finished - self.started).total_seconds() * 1000)
+
+    def finish(
+        self,
+        *,
+        status: str,
+        queue_results: dict[str, dict[str, int]] | None = None,
+        redis_commands: int = 0,
+        deadline_hit: bool = False,
+        recovered_jobs: int = 0,
+        error_code: str = "",
+        error: str = "",
+    ) -> None:
+        results = queue_results or {}
+        self.status = status
+        self.finished = timezone.now()
+        self.queue_results = results
+        self.total_processed = sum(r.get("processed", 0) for r in results.values())
+        self.total_failed = sum(r.get("failed", 0) for r in results.values())
+        self.redis_commands = redis_commands
+        self.deadline_hit = deadline_hit
+        self.recovered_jobs = recovered_jobs
+        self.error_code = error_code
+        self.error = error
+        self.save()
+
+    def mark_skipped(self, *, blocked_by: uuid.UUID | None) -> None:
+        self.status = self.Status.SKIPPED
+        self.blocked_by = blocked_by
+        self.finished = timezone.now()
+        self.save(update_fields=["status", "blocked_by", "finished"])
+
+    def mark_abandoned(self, *, note: str) -> bool:
+        """Running -> abandoned, only if still running (another recoverer may race)."""
+        updated = DrainRun.objects.filter(
+            pk=self.pk, status=self.Status.RUNNING
+        ).update(
+            status=self.Status.ABANDONED,
+            finished=timezone.now(),
+            error=note,
+        )
+        return updated == 1
+
+
+class Lease(models.Model):
+    """A named lease, held by one drain at a time across processes and hosts.
+
+    Claimed with a conditional UPDATE (see ops/lease.py): no lock is held while
+    jobs run, and a holder that dies simply lets the lease expire.
+    """
+
+    name = models.CharField(max_length=50, primary_key=True)
+    holder = models.UUIDField(null=True, blank=True)
+    expires_at = models.DateTimeField(default=timezone.now)
+    acquired_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+    def is_held(self, now: datetime | None = None) -> bool:
+        return self.holder is not None and self.expires_at > (now or timezone.now())
+
+
+def lease_life(max_duration_ms: int) -> timedelta:
+    return timedelta(
+        milliseconds=max_duration_ms
+        + settings.DRAIN_JOB_GRACE_MS
+        + settings.DRAIN_LEASE_MARGIN_MS
+    )

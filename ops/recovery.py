@@ -1,0 +1,99 @@
+"""Failing the jobs a dead drain process left behind, the way RQ itself does.
+
+RQ fails a job whose worker died only when a later worker's registry maintenance
+finds its StartedJobRegistry entry expired (job timeout + 60 s later). A drain
+knows sooner: when one of its child processes dies mid-job, or when the next
+drain finds a dead drain's lease expired. Then the jobs started by that drain's
+workers (their RQ worker names share the drain's prefix) are failed at once with
+AbandonedJobError (or retried, if they were enqueued with Retry), so they show
+in the failed registry instead of sitting "started" for minutes.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+
+import redis
+from rq.exceptions import AbandonedJobError, NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.registry import StartedJobRegistry
+from rq.timeouts import UnixSignalDeathPenalty
+from rq.utils import as_text, parse_composite_key
+from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
+
+from ops.queues import rq_queue
+
+log = logging.getLogger(__name__)
+
+
+def fail_started_jobs(
+    client: redis.Redis, queue_name: str, *, worker_prefix: str, reason: str
+) -> list[str]:
+    """Fail (or retry) every job of `queue_name` started by a worker whose name
+    starts with `worker_prefix`. Returns the ids of the jobs it handled.
+
+    Cost: 1 command when nothing was started, else 2 + ~8 per job.
+    """
+    registry = StartedJobRegistry(queue_name, connection=client)
+    # ZRANGE directly: registry.get_job_ids() would run cleanup on read.
+    entries = [as_text(e) for e in client.zrange(registry.key, 0, -1)]
+    if not entries:
+        return []
+    parsed = [parse_composite_key(e) for e in entries]
+    with client.pipeline(transaction=False) as pipe:
+        for job_id, execution_id in parsed:
+            pipe.hget(f"rq:execution:{job_id}:{execution_id}", "worker_name")
+        worker_names = pipe.execute()
+
+    queue = rq_queue(queue_name, client)
+    handled: list[str] = []
+    for entry, (job_id, _), worker in zip(entries, parsed, worker_names, strict=True):
+        worker_name = as_text(worker) if worker else ""
+        if not worker_name.startswith(worker_prefix):
+            continue
+        try:
+            job = Job.fetch(job_id, connection=client)
+        except NoSuchJobError:
+            client.zrem(registry.key, entry)
+            continue
+        try:
+            job.execute_failure_callback(
+                UnixSignalDeathPenalty,
+                AbandonedJobError,
+                AbandonedJobError(reason),
+                traceback.extract_stack(),
+            )
+        except Exception:  # a user callback must not stop the recovery
+            log.exception("failure callback of job %s raised", job_id)
+        retry = bool(job.retries_left and job.retries_left > 0)
+        with client.pipeline() as pipe:
+            if retry:
+                job.retry(queue, pipe)
+            else:
+                job.set_status(JobStatus.FAILED, pipeline=pipe)
+                job._handle_failure(
+                    f"Moved to FailedJobRegistry, due to AbandonedJobError: {reason}",
+                    pipe,
+                    worker_name=worker_name,
+                )
+            pipe.zrem(registry.key, entry)
+            pipe.execute()
+        if not retry:
+            queue.enqueue_dependents(job, refresh_job_status=False)
+        log.warning("job %s of %s: %s", job_id, queue_name, reason)
+        handled.append(job_id)
+    return handled
+
+
+def forget_worker(
+    client: redis.Redis, worker_name: str, queue_names: list[str]
+) -> None:
+    """Drop a dead worker's registration so the console does not list it."""
+    key = f"rq:worker:{worker_name}"
+    with client.pipeline(transaction=False) as pipe:
+        pipe.srem(REDIS_WORKER_KEYS, key)
+        for name in queue_names:
+            pipe.srem(WORKERS_BY_QUEUE_KEY % name, key)
+        pipe.delete(key)
+        pipe.execute()

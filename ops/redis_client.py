@@ -1,0 +1,123 @@
+"""Redis clients that cost nothing to open and count every command they send.
+
+Every Redis client of the project comes from `make_client`. Two rules live here:
+
+* Opening a connection sends nothing billable. redis-py 8 sends `HELLO 3`,
+  `CLIENT MAINT_NOTIFICATIONS` and two `CLIENT SETINFO` on every new connection
+  unless the client speaks RESP2 and has no driver info; a per-command-billed
+  Redis bills all four, on every fresh process. Only `AUTH` (not billed) and
+  `SELECT` (only for a non-zero db in the URL) can remain.
+* Every command is counted on the client side, each command inside a pipeline
+  or MULTI/EXEC included, because that is what a per-command-billed Redis bills.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from typing import Any
+
+import redis
+from django.conf import settings
+from redis.connection import (
+    Connection,
+    ConnectionPool,
+    SSLConnection,
+    UnixDomainSocketConnection,
+    parse_url,
+)
+
+# Upstash documents these as not billed (../shared/notes/redis-costs.md).
+UNBILLED_COMMANDS = frozenset({"AUTH", "INFO", "PING", "QUIT", "COMMAND"})
+
+
+class CommandMeter:
+    """Thread-safe count of the commands one client (or one process) sent."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.by_command: Counter[str] = Counter()
+
+    def record(self, name: str) -> None:
+        with self._lock:
+            self.by_command[name] += 1
+
+    @property
+    def total(self) -> int:
+        with self._lock:
+            return sum(self.by_command.values())
+
+    @property
+    def billed(self) -> int:
+        with self._lock:
+            return sum(
+                n for cmd, n in self.by_command.items() if cmd not in UNBILLED_COMMANDS
+            )
+
+
+def _command_name(args: tuple[Any, ...]) -> str:
+    if not args:
+        return "?"
+    first = args[0]
+    if isinstance(first, bytes):
+        first = first.decode("ascii", "replace")
+    # "CLIENT SETNAME" arrives as one string or as two arguments.
+    return str(first).split(" ", 1)[0].upper()
+
+
+class _CountingPacker:
+    """Wraps redis-py's command packer: single commands and pipelines both
+    pass through `pack`, once per command, so counting here misses nothing."""
+
+    def __init__(self, inner: Any, meter: CommandMeter) -> None:
+        self._inner = inner
+        self._meter = meter
+
+    def pack(self, *args: Any) -> Any:
+        self._meter.record(_command_name(args))
+        return self._inner.pack(*args)
+
+
+class _MeteredMixin:
+    def __init__(self, *args: Any, meter: CommandMeter, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+        self._command_packer = _CountingPacker(self._command_packer, meter)  # type: ignore[has-type]
+
+
+class MeteredConnection(_MeteredMixin, Connection):
+    pass
+
+
+class MeteredSSLConnection(_MeteredMixin, SSLConnection):
+    pass
+
+
+class MeteredUnixConnection(_MeteredMixin, UnixDomainSocketConnection):
+    pass
+
+
+_METERED = {
+    Connection: MeteredConnection,
+    SSLConnection: MeteredSSLConnection,
+    UnixDomainSocketConnection: MeteredUnixConnection,
+}
+
+
+def make_client(meter: CommandMeter, *, url: str | None = None) -> redis.Redis:
+    """A Redis client whose connections send no handshake and count commands."""
+    kwargs = parse_url(url or settings.REDIS_URL)
+    base_class = kwargs.pop("connection_class", Connection)
+    pool = ConnectionPool(
+        connection_class=_METERED[base_class],
+        meter=meter,
+        protocol=2,
+        driver_info=None,
+        socket_timeout=settings.REDIS_SOCKET_TIMEOUT_S,
+        socket_connect_timeout=settings.REDIS_SOCKET_TIMEOUT_S,
+        **kwargs,
+    )
+    return redis.Redis(connection_pool=pool)
+
+
+def close_client(client: redis.Redis) -> None:
+    client.connection_pool.disconnect()

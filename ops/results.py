@@ -1,0 +1,49 @@
+"""The JSON shape of a drain's result, shared by the endpoint, the admin and the CLI."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ops.models import DrainRun
+
+
+def drain_result(run: DrainRun) -> dict[str, Any]:
+    params = run.params or {}
+    result: dict[str, Any] = {
+        "runId": str(run.public_id),
+        "status": run.status,
+        "trigger": run.trigger,
+        "totalProcessed": run.total_processed,
+        "totalFailed": run.total_failed,
+        "queues": run.queue_results,
+        "durationMs": run.duration_ms,
+        "deadlineHit": run.deadline_hit,
+        "redisCommands": run.redis_commands,
+        "maxDurationMs": params.get("maxDurationMs"),
+        "maxConcurrentQueues": params.get("maxConcurrentQueues"),
+    }
+    if params.get("clamped"):
+        result["clamped"] = params["clamped"]
+    if run.status == DrainRun.Status.SKIPPED:
+        result["runningRunId"] = str(run.blocked_by) if run.blocked_by else None
+    if run.recovered_jobs:
+        result["recoveredAbandonedJobs"] = run.recovered_jobs
+    if run.error_code:
+        result["error"] = run.error_code
+    if run.error:
+        result["detail"] = run.error
+    return result
+
+
+def summary_line(run: DrainRun) -> str:
+    """One line for a terminal or a log."""
+    if run.status == DrainRun.Status.SKIPPED:
+        return f"skipped: drain {run.blocked_by} is running"
+    line = (
+        f"{run.status}: {run.total_processed} processed, {run.total_failed} failed, "
+        f"{sum(r.get('remaining', 0) for r in run.queue_results.values())} left, "
+        f"{run.duration_ms} ms, {run.redis_commands} Redis commands"
+    )
+    if run.error:
+        line += f" ({run.error})"
+    return line
