@@ -112,6 +112,13 @@ except (ImproperlyConfigured, KeyError, ValueError) as exc:
     raise ImproperlyConfigured(
         f"DATABASE_URL is not a valid database URL: {exc}"
     ) from None
+# SQLite (the embedded default) and PostgreSQL are what the suite runs on.
+_SUPPORTED_DATABASES = {"django.db.backends.sqlite3", "django.db.backends.postgresql"}
+if DATABASES["default"]["ENGINE"] not in _SUPPORTED_DATABASES:
+    raise ImproperlyConfigured(
+        "DATABASE_URL is not a valid database URL: use sqlite:///path or "
+        "postgres://user:password@host:port/name"
+    )
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
     # A drain holds a lease row while other requests read; wait instead of

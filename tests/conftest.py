@@ -59,3 +59,60 @@ def wire(redis_server: PrivateRedis) -> Iterator[WireProxy]:
 def rq_client(raw_redis: redis.Redis) -> redis.Redis:
     """What a plain `rq`/django-rq user would enqueue with."""
     return raw_redis
+
+
+def database_url() -> str:
+    """A DATABASE_URL naming the test database, for manage.py subprocesses."""
+    from django.db import connection
+
+    db = connection.settings_dict
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        return f"sqlite:///{db['NAME']}"
+    auth = db["USER"] or ""
+    if db.get("PASSWORD"):
+        auth += f":{db['PASSWORD']}"
+    host = db["HOST"] or "127.0.0.1"
+    port = db["PORT"] or 5432
+    return f"postgres://{auth}@{host}:{port}/{db['NAME']}"
+
+
+@pytest.fixture
+def manage_py(transactional_db: None):
+    """Run `manage.py ...` as a fresh process against the test database and the
+    Redis the fixtures point at. Returns a CompletedProcess."""
+    import subprocess
+    import sys
+
+    def run(*args: str, env: dict[str, str] | None = None, **kwargs):
+        full_env = dict(os.environ)
+        full_env["DATABASE_URL"] = database_url()
+        full_env.update(env or {})
+        return subprocess.run(
+            [sys.executable, str(settings.BASE_DIR / "manage.py"), *args],
+            env=full_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            **kwargs,
+        )
+
+    return run
+
+
+@pytest.fixture(autouse=True)
+def _runbook_queues(request: pytest.FixtureRequest) -> None:
+    """Transactional tests flush every table afterwards, the data migration's
+    queues included: put them back for every test that uses the database."""
+    marker = request.node.get_closest_marker("django_db")
+    names = set(request.fixturenames)
+    transactional = bool(marker and marker.kwargs.get("transaction")) or bool(
+        names & {"transactional_db", "live_server", "manage_py"}
+    )
+    if not transactional and marker is None and not names & {"db", "admin_client"}:
+        return
+    request.getfixturevalue("transactional_db" if transactional else "db")
+    import importlib
+
+    from django.apps import apps
+
+    importlib.import_module("ops.migrations.0002_runbook_queues").create(apps, None)
