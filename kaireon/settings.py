@@ -6,6 +6,7 @@ typo in a deploy never turns into a silently different behaviour.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -180,6 +181,40 @@ DRAIN_JOB_GRACE_MS = _int("DRAIN_JOB_GRACE_MS", 60_000, minimum=0, maximum=600_0
 # Added to budget + grace to get the lease's life: past it, a drain that still
 # holds the lease is taken to be dead and its run is marked abandoned.
 DRAIN_LEASE_MARGIN_MS = _int("DRAIN_LEASE_MARGIN_MS", 30_000, minimum=1_000)
+
+# --- Cron endpoint -----------------------------------------------------------
+# Environment tokens, accepted in this order (runbook §4). DRAIN_QUEUES_TOKEN and
+# CRON_TOKEN only reach /api/v1/cron/drain-queues; CRON_SECRET reaches every
+# /api/v1/cron/* endpoint. Shorter than 16 characters is a system check error.
+DRAIN_QUEUES_TOKEN = env.str("DRAIN_QUEUES_TOKEN", default="")
+CRON_SECRET = env.str("CRON_SECRET", default="")
+CRON_TOKEN = env.str("CRON_TOKEN", default="")
+# Requests per minute per client IP on each /api/v1/cron/* endpoint.
+CRON_RATE_LIMIT_PER_MINUTE = _int("CRON_RATE_LIMIT_PER_MINUTE", 12, minimum=1)
+# Who may set X-Forwarded-For: empty (nobody: the client is REMOTE_ADDR), a
+# number of proxy hops in front of the app ("1"), or a comma-separated list of
+# proxy addresses/CIDRs ("10.0.0.0/8,127.0.0.1").
+TRUSTED_PROXIES = env.str("TRUSTED_PROXIES", default="").strip()
+TRUSTED_PROXY_HOPS = 0
+TRUSTED_PROXY_NETWORKS: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+if TRUSTED_PROXIES.isdigit():
+    TRUSTED_PROXY_HOPS = int(TRUSTED_PROXIES)
+elif TRUSTED_PROXIES:
+    try:
+        TRUSTED_PROXY_NETWORKS = [
+            ipaddress.ip_network(part.strip(), strict=False)
+            for part in TRUSTED_PROXIES.split(",")
+            if part.strip()
+        ]
+    except ValueError as exc:
+        raise ImproperlyConfigured(
+            f"TRUSTED_PROXIES must be a hop count or a comma-separated list of "
+            f"addresses/CIDRs: {exc}"
+        ) from None
+# Default overlap of an old token with its replacement after a rotation.
+TOKEN_GRACE_HOURS = _int("TOKEN_GRACE_HOURS", 24, minimum=0, maximum=24 * 90)
+# Drain runs and other history older than this are deleted by prune.
+HISTORY_RETENTION_DAYS = _int("HISTORY_RETENTION_DAYS", 30, minimum=1)
 
 LOGGING = {
     "version": 1,

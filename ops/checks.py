@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.checks import CheckMessage, Tags, Warning, register
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.db import DatabaseError
 
 
@@ -30,3 +30,20 @@ def check_enabled_queues(
             )
         ]
     return []
+
+
+@register(Tags.security)
+def check_env_tokens(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """A short cron token can be guessed: refuse to start with one."""
+    from ops.tokens import env_token_problems
+
+    return [
+        Error(
+            problem,
+            hint=f"Set {variable} to a long random value (e.g. `python -c "
+            f"'import secrets; print(secrets.token_urlsafe(32))'`) or unset it "
+            "and use a console-managed token (manage.py rotate_token).",
+            id="ops.E001",
+        )
+        for variable, problem in env_token_problems()
+    ]

@@ -30,6 +30,7 @@ from ops import lease
 from ops.drain_options import DrainOptions
 from ops.models import DrainRun, lease_life
 from ops.queues import list_key, pending_keys, rq_queue, scheduled_key
+from ops.quota_errors import is_quota_exhausted
 from ops.recovery import fail_started_jobs, forget_worker
 from ops.redis_client import CommandMeter, close_client, make_client
 
@@ -43,6 +44,7 @@ MAX_CHILD_DEATHS_PER_QUEUE = 5
 
 class ErrorCode:
     REDIS_UNAVAILABLE = "redis_unavailable"
+    REDIS_QUOTA_EXHAUSTED = "redis_quota_exhausted"
     INTERRUPTED = "interrupted"
     INTERNAL = "internal_error"
 
@@ -90,6 +92,7 @@ def drain(
     options: DrainOptions,
     requested_by: Any = None,
     caller: str = "",
+    credential: str = "",
 ) -> DrainRun:
     """Drain the selected queues once. Returns the finished DrainRun.
 
@@ -100,6 +103,7 @@ def drain(
         trigger=trigger,
         requested_by=requested_by if getattr(requested_by, "pk", None) else None,
         caller=caller[:200],
+        credential=credential[:100],
         params=options.as_params(),
         worker_prefix=f"kdrain.{uuid.uuid4().hex[:12]}.",
     )
@@ -114,33 +118,21 @@ def drain(
     recovered = 0
     status = DrainRun.Status.SUCCEEDED
     error_code = error = ""
+    escaping: BaseException | None = None
     try:
         recovered = _recover_dead_runs(run, client)
         _drain_with_lease(run, options, client, outcome)
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        status, error_code = DrainRun.Status.FAILED, ErrorCode.REDIS_UNAVAILABLE
-        error = f"Redis is unreachable: {exc}"
     except BaseException as exc:
-        # Never leave a run "running" behind us, whatever happened.
+        # Whatever happened, the run is finished and the lease released below:
+        # never leave a run "running" behind us.
         status = DrainRun.Status.FAILED
-        if isinstance(exc, KeyboardInterrupt | SystemExit):
-            error_code, error = ErrorCode.INTERRUPTED, "The drain was interrupted."
-        else:
-            log.exception("drain %s failed", run.public_id)
-            error_code, error = ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}"
-        run.finish(
-            status=status,
-            queue_results={n: t.as_dict() for n, t in outcome.tallies.items()},
-            redis_commands=meter.billed + outcome.child_billed,
-            error_code=error_code,
-            error=error,
-        )
-        lease.release(run)
+        error_code, error = _classify(exc)
+        if error_code in (ErrorCode.INTERNAL, ErrorCode.INTERRUPTED):
+            if error_code == ErrorCode.INTERNAL:
+                log.exception("drain %s failed", run.public_id)
+            escaping = exc if not isinstance(exc, Exception) else None
+    finally:
         close_client(client)
-        if not isinstance(exc, Exception):
-            raise
-        return run
-    close_client(client)
 
     if status == DrainRun.Status.SUCCEEDED:
         if outcome.errors:
@@ -148,17 +140,35 @@ def drain(
         left = sum(t.remaining for t in outcome.tallies.values())
         if outcome.deadline_hit and left:
             status = DrainRun.Status.DEADLINE
-    run.finish(
-        status=status,
-        queue_results={n: t.as_dict() for n, t in outcome.tallies.items()},
-        redis_commands=meter.billed + outcome.child_billed,
-        deadline_hit=outcome.deadline_hit,
-        recovered_jobs=recovered,
-        error_code=error_code,
-        error=error,
-    )
-    lease.release(run)
+    try:
+        run.finish(
+            status=status,
+            queue_results={n: t.as_dict() for n, t in outcome.tallies.items()},
+            redis_commands=meter.billed + outcome.child_billed,
+            deadline_hit=outcome.deadline_hit,
+            recovered_jobs=recovered,
+            error_code=error_code,
+            error=error,
+        )
+    finally:
+        lease.release(run)
+    if escaping is not None:
+        raise escaping  # Ctrl-C / SystemExit go on once the books are closed
     return run
+
+
+def _classify(exc: BaseException) -> tuple[str, str]:
+    """(error code, human sentence) for what stopped a drain."""
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+        return ErrorCode.REDIS_UNAVAILABLE, f"Redis is unreachable: {exc}"
+    if is_quota_exhausted(exc):
+        return (
+            ErrorCode.REDIS_QUOTA_EXHAUSTED,
+            f"The Redis command quota is exhausted: {exc}",
+        )
+    if not isinstance(exc, Exception):
+        return ErrorCode.INTERRUPTED, "The drain was interrupted."
+    return ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}"
 
 
 def _recover_dead_runs(run: DrainRun, client: redis.Redis) -> int:

@@ -93,6 +93,12 @@ class DrainRun(models.Model):
         default=0,
         help_text="Jobs of dead drains this run moved to the failed registry.",
     )
+    credential = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="Which credential let a cron call in (a variable name or a "
+        "token version), never its value.",
+    )
     error_code = models.CharField(max_length=40, blank=True)
     error = models.TextField(blank=True)
 
@@ -183,3 +189,88 @@ def lease_life(max_duration_ms: int) -> timedelta:
         + settings.DRAIN_JOB_GRACE_MS
         + settings.DRAIN_LEASE_MARGIN_MS
     )
+
+
+class TokenVersion(models.Model):
+    """A console-managed cron token. The token itself is never stored: only a
+    display prefix and HMAC(SECRET_KEY, token) (see ops/tokens.py)."""
+
+    class Scope(models.TextChoices):
+        DRAIN = "drain", "Drain only (/api/v1/cron/drain-queues)"
+        CRON = "cron", "All cron endpoints (/api/v1/cron/*)"
+
+    class State(models.TextChoices):
+        ACTIVE = "active", "Active"
+        GRACE = "grace", "In grace period"
+        EXPIRED = "expired", "Expired"
+        REVOKED = "revoked", "Revoked"
+
+    scope = models.CharField(max_length=8, choices=Scope.choices)
+    version = models.PositiveIntegerField()
+    label = models.CharField(max_length=100, blank=True)
+    prefix = models.CharField(max_length=32, help_text="Shown to tell tokens apart.")
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    created = models.DateTimeField(default=timezone.now)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="Set when a newer version replaced it."
+    )
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    last_used_ip = models.GenericIPAddressField(null=True, blank=True)
+    use_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["scope", "-version"]
+        permissions = [("rotate_tokenversion", "Can rotate and revoke cron tokens")]
+        constraints = [
+            # Rotation numbers versions per scope: v1, v2, ...
+            models.UniqueConstraint(
+                fields=["scope", "version"], name="tokenversion_scope_version_uniq"
+            ),
+        ]
+        # `digest` is unique, so the authentication lookup by digest is indexed.
+
+    def __str__(self) -> str:
+        return f"{self.scope} v{self.version} ({self.prefix}…)"
+
+    def state(self, now: datetime | None = None) -> str:
+        now = now or timezone.now()
+        if self.revoked_at is not None:
+            return self.State.REVOKED
+        if self.expires_at is not None:
+            return self.State.GRACE if self.expires_at > now else self.State.EXPIRED
+        return self.State.ACTIVE
+
+    def is_valid(self, now: datetime | None = None) -> bool:
+        return self.state(now) in (self.State.ACTIVE, self.State.GRACE)
+
+    def revoke(self) -> None:
+        if self.revoked_at is None:
+            self.revoked_at = timezone.now()
+            self.save(update_fields=["revoked_at"])
+
+    def record_use(self, ip: str | None) -> None:
+        TokenVersion.objects.filter(pk=self.pk).update(
+            last_used_at=timezone.now(),
+            last_used_ip=ip,
+            use_count=models.F("use_count") + 1,
+        )
+
+
+class RateBucket(models.Model):
+    """Rate-limit state of one client on one endpoint, as a GCRA "theoretical
+    arrival time" (epoch seconds): one row, changed by one conditional UPDATE,
+    so the limit holds across processes and hosts without Redis."""
+
+    key = models.CharField(max_length=200, primary_key=True)
+    tat = models.FloatField(default=0.0)
+
+    def __str__(self) -> str:
+        return self.key

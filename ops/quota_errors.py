@@ -1,0 +1,18 @@
+"""The one place that recognises "the Redis quota is exhausted".
+
+Upstash answers every command with `ERR max requests limit exceeded. Limit: …`
+once the monthly quota is gone (older daily variant: `ERR max daily request
+limit exceeded`). redis-py raises ResponseError and strips the `ERR ` prefix.
+"""
+
+from __future__ import annotations
+
+import re
+
+import redis
+
+_QUOTA = re.compile(r"^(ERR\s+)?max (daily )?requests? limit exceeded", re.IGNORECASE)
+
+
+def is_quota_exhausted(exc: BaseException) -> bool:
+    return isinstance(exc, redis.ResponseError) and bool(_QUOTA.match(str(exc).strip()))
