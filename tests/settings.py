@@ -30,3 +30,6 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+
+# whitenoise warns on every request when the static root does not exist.
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # noqa: F405
