@@ -216,6 +216,29 @@ TOKEN_GRACE_HOURS = _int("TOKEN_GRACE_HOURS", 24, minimum=0, maximum=24 * 90)
 # Drain runs and other history older than this are deleted by prune.
 HISTORY_RETENTION_DAYS = _int("HISTORY_RETENTION_DAYS", 30, minimum=1)
 
+# --- Redis quota ---------------------------------------------------------------
+# Billable commands a billing period may spend (Upstash free tier: 500,000/month).
+QUOTA_MONTHLY_BUDGET = _int("QUOTA_MONTHLY_BUDGET", 500_000, minimum=1)
+# Day of the month the billing period starts (1-28, so every month has it).
+QUOTA_PERIOD_START_DAY = _int("QUOTA_PERIOD_START_DAY", 1, minimum=1, maximum=28)
+# Percentages of the budget at which the console warns.
+try:
+    QUOTA_WARN_THRESHOLDS = sorted(
+        int(p) for p in env.list("QUOTA_WARN_THRESHOLDS", default=["80", "95"])
+    )
+except ValueError:
+    raise ImproperlyConfigured(
+        "QUOTA_WARN_THRESHOLDS must be comma-separated integers, e.g. 80,95"
+    ) from None
+if not QUOTA_WARN_THRESHOLDS or not all(0 < p <= 100 for p in QUOTA_WARN_THRESHOLDS):
+    raise ImproperlyConfigured("QUOTA_WARN_THRESHOLDS must be percentages in 1..100")
+# While a quota incident is open, Redis is probed at most once per this many
+# seconds (one command); the first success closes the incident.
+QUOTA_PROBE_COOLDOWN_S = _int("QUOTA_PROBE_COOLDOWN_S", 600, minimum=1)
+# How often each process writes its command counts to the database (0: only at
+# drain end and at exit).
+METERING_FLUSH_INTERVAL_S = _int("METERING_FLUSH_INTERVAL_S", 60, minimum=0)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from ops.models import DrainRun
+from ops.models import DrainRun, Source
 from ops.queue_stats import queue_depths
 from ops.queues import enabled_queue_names
 
@@ -25,7 +25,7 @@ def cron_status() -> dict[str, Any]:
         .values_list("finished", flat=True)
         .first()
     )
-    depths = queue_depths(enabled_queue_names())
+    depths = queue_depths(enabled_queue_names(), source=Source.API)
     backlog = {
         name: {
             "queued": d.queued,

@@ -26,12 +26,19 @@ from rq.job import Job
 from rq.registry import ScheduledJobRegistry
 from rq.utils import as_text
 
-from ops import lease
+from ops import incidents, lease
 from ops.drain_options import DrainOptions
-from ops.models import DrainRun, lease_life
-from ops.queues import list_key, pending_keys, rq_queue, scheduled_key
+from ops.metering import recorder
+from ops.models import DrainRun, Source, lease_life
+from ops.queues import (
+    intermediate_key,
+    list_key,
+    pending_keys,
+    rq_queue,
+    scheduled_key,
+)
 from ops.quota_errors import is_quota_exhausted
-from ops.recovery import fail_started_jobs, forget_worker
+from ops.recovery import fail_started_jobs, forget_worker, requeue_stranded
 from ops.redis_client import CommandMeter, close_client, make_client
 
 log = logging.getLogger(__name__)
@@ -112,7 +119,19 @@ def drain(
         run.mark_skipped(blocked_by=claim.holder)
         return run
 
-    meter = CommandMeter()
+    quota_gate = incidents.gate()
+    if not quota_gate.allowed:
+        # A quota incident is open and another caller probed recently: do not
+        # spend a command on an answer we already know.
+        run.finish(
+            status=DrainRun.Status.FAILED,
+            error_code=ErrorCode.REDIS_QUOTA_EXHAUSTED,
+            error=quota_gate.refusal(),
+        )
+        lease.release(run)
+        return run
+
+    meter = CommandMeter(Source.DRAIN_CHECK)
     client = make_client(meter)
     outcome = _Outcome(tallies={name: _Tally() for name in options.queues})
     recovered = 0
@@ -121,12 +140,15 @@ def drain(
     escaping: BaseException | None = None
     try:
         recovered = _recover_dead_runs(run, client)
-        _drain_with_lease(run, options, client, outcome)
+        _drain_with_lease(run, options, client, meter, outcome)
+        incidents.succeeded(quota_gate)
     except BaseException as exc:
         # Whatever happened, the run is finished and the lease released below:
         # never leave a run "running" behind us.
         status = DrainRun.Status.FAILED
         error_code, error = _classify(exc)
+        if error_code == ErrorCode.REDIS_QUOTA_EXHAUSTED:
+            incidents.note_quota_error(meter.source, exc)
         if error_code in (ErrorCode.INTERNAL, ErrorCode.INTERRUPTED):
             if error_code == ErrorCode.INTERNAL:
                 log.exception("drain %s failed", run.public_id)
@@ -152,6 +174,7 @@ def drain(
         )
     finally:
         lease.release(run)
+        recorder.flush()  # the run's cost is in the usage table when it returns
     if escaping is not None:
         raise escaping  # Ctrl-C / SystemExit go on once the books are closed
     return run
@@ -196,7 +219,11 @@ def _recover_dead_runs(run: DrainRun, client: redis.Redis) -> int:
 
 
 def _drain_with_lease(
-    run: DrainRun, options: DrainOptions, client: redis.Redis, outcome: _Outcome
+    run: DrainRun,
+    options: DrainOptions,
+    client: redis.Redis,
+    meter: CommandMeter,
+    outcome: _Outcome,
 ) -> None:
     names = list(options.queues)
     if not names:
@@ -204,21 +231,27 @@ def _drain_with_lease(
     # The idle check: one command for every queue, the floor of an idle tick.
     if client.exists(*pending_keys(names)) == 0:
         return
+    meter.source = Source.DRAIN_JOBS  # from here on it is work, not checking
 
     now = time.time()
+    n = len(names)
     with client.pipeline(transaction=False) as pipe:
         for name in names:
             pipe.llen(list_key(name))
         for name in names:
             pipe.zrangebyscore(scheduled_key(name), 0, now)
+        for name in names:
+            pipe.llen(intermediate_key(name))
         replies = pipe.execute()
-    depths = dict(zip(names, replies[: len(names)], strict=True))
-    due = dict(zip(names, replies[len(names) :], strict=True))
-    for name, job_ids in due.items():
-        if job_ids:
-            depths[name] += _promote_scheduled(
-                client, name, [as_text(j) for j in job_ids]
-            )
+    depths = dict(zip(names, replies[:n], strict=True))
+    due = dict(zip(names, replies[n : 2 * n], strict=True))
+    stranded = dict(zip(names, replies[2 * n :], strict=True))
+    for name in names:
+        if stranded[name]:
+            depths[name] += len(requeue_stranded(client, name))
+        if due[name]:
+            ids = [as_text(j) for j in due[name]]
+            depths[name] += _promote_scheduled(client, name, ids)
 
     with_work = [name for name in names if depths[name] > 0]
     if with_work:
@@ -340,6 +373,8 @@ def _run_children(
         del active[child.reader]
         returncode = child.proc.wait()
         outcome.child_billed += child.billed
+        # The child does not write usage itself; its parent books it.
+        recorder.add(Source.DRAIN_JOBS, child.billed, child.total - child.billed)
         if child.stopped_at_deadline:
             outcome.deadline_hit = True
         if child.done and returncode == 0:

@@ -108,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     from ops.redis_client import CommandMeter, make_client
 
     report = os.fdopen(args.report_fd, "w", buffering=1)
-    meter = CommandMeter()
+    # The parent books this process's commands from the report lines; counting
+    # them here too would bill them twice.
+    meter = CommandMeter("drain-jobs", record_usage=False)
     client = make_client(meter)
     worker = DrainWorker(
         [rq_queue(args.queue, client)],

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from rq import Queue as RQQueue
 
+from ops import incidents
 from ops.jobs import KINDS
+from ops.models import Source
 from ops.queues import rq_queue
 from ops.redis_client import CommandMeter, close_client, make_client
 
@@ -23,16 +25,17 @@ def enqueue_canaries(
 ) -> list[str]:
     func = KINDS[kind]
     args = (sleep_ms,) if kind == "sleep" else ()
-    client = make_client(CommandMeter())
+    client = make_client(CommandMeter(Source.ENQUEUE))
     try:
-        queue = rq_queue(queue_name, client)
-        ids: list[str] = []
-        for start in range(0, count, _BATCH):
-            batch = [
-                RQQueue.prepare_data(func, args=args, timeout=timeout)
-                for _ in range(min(_BATCH, count - start))
-            ]
-            ids.extend(job.id for job in queue.enqueue_many(batch))
-        return ids
+        with incidents.noting_quota_errors(Source.ENQUEUE):
+            queue = rq_queue(queue_name, client)
+            ids: list[str] = []
+            for start in range(0, count, _BATCH):
+                batch = [
+                    RQQueue.prepare_data(func, args=args, timeout=timeout)
+                    for _ in range(min(_BATCH, count - start))
+                ]
+                ids.extend(job.id for job in queue.enqueue_many(batch))
+            return ids
     finally:
         close_client(client)

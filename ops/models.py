@@ -274,3 +274,77 @@ class RateBucket(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class Source(models.TextChoices):
+    """What a Redis command was spent on."""
+
+    DRAIN_CHECK = "drain-check", "Drain idle checks"
+    DRAIN_JOBS = "drain-jobs", "Work done while draining"
+    WORKER = "worker", "Always-on workers"
+    ENQUEUE = "enqueue", "Enqueueing through the project"
+    CONSOLE = "console", "Admin page views"
+    API = "api", "Cron API (other than drains)"
+    OTHER = "other", "Other"
+
+
+class CommandUsage(models.Model):
+    """Redis commands this project's processes sent, per source and hour.
+
+    Written by ops/metering.py (batched increments, no Redis involved).
+    """
+
+    hour = models.DateTimeField(help_text="Start of the hour (UTC).")
+    source = models.CharField(max_length=16, choices=Source.choices)
+    commands = models.BigIntegerField(
+        default=0, help_text="Billable commands (everything but AUTH, INFO, PING, …)."
+    )
+    unbilled = models.BigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-hour", "source"]
+        constraints = [
+            # The flush increments "this hour, this source": one row each.
+            models.UniqueConstraint(
+                fields=["hour", "source"], name="usage_hour_source_uniq"
+            ),
+        ]
+        indexes = [
+            # Period totals and daily charts scan a time range.
+            models.Index(fields=["hour"], name="usage_hour_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H}:00 {self.source} {self.commands}"
+
+
+class QuotaIncident(models.Model):
+    """Redis answered "quota exhausted" (runbook §8). At most one is open."""
+
+    opened_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    # "open" while open, NULL once closed: the unique constraint below then
+    # allows any number of closed incidents but a single open one.
+    open_marker = models.CharField(max_length=4, null=True, blank=True, default="open")
+    count = models.PositiveIntegerField(default=1, help_text="Quota errors seen.")
+    source = models.CharField(max_length=16, choices=Source.choices)
+    last_error = models.TextField(blank=True)
+    last_probe_at = models.DateTimeField(null=True, blank=True)
+    probes = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-opened_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["open_marker"], name="quotaincident_one_open"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        state = "open" if self.closed_at is None else "closed"
+        return f"quota incident {self.opened_at:%Y-%m-%d %H:%M} ({state})"
+
+    @property
+    def is_open(self) -> bool:
+        return self.closed_at is None

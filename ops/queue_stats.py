@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import redis
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
+from ops import incidents
+from ops.models import Source
 from ops.queues import list_key, scheduled_key
 from ops.quota_errors import is_quota_exhausted
 from ops.redis_client import CommandMeter, close_client, make_client
@@ -54,11 +56,17 @@ class QueueDepths:
         return self.by_queue.get(name)
 
 
-def queue_depths(names: list[str]) -> QueueDepths:
-    """Depths of `names` in one pipeline; never raises for Redis trouble."""
+def queue_depths(names: list[str], *, source: str = Source.CONSOLE) -> QueueDepths:
+    """Depths of `names` in one pipeline; never raises for Redis trouble.
+
+    `source` is what the commands are billed to in the usage table (admin pages:
+    console; the cron status endpoint: api)."""
     if not names:
         return QueueDepths()  # no connection at all: nothing to read
-    meter = CommandMeter()
+    quota_gate = incidents.gate()
+    if not quota_gate.allowed:
+        return QueueDepths(error=quota_gate.refusal())
+    meter = CommandMeter(source)
     client = make_client(meter)
     try:
         # transaction=False: a MULTI/EXEC pair would add two billed commands.
@@ -74,12 +82,14 @@ def queue_depths(names: list[str]) -> QueueDepths:
         # provider's "max requests limit exceeded": the admin page must still
         # render (without numbers) when Redis is down or the quota is spent.
         if is_quota_exhausted(exc):
+            incidents.note_quota_error(source, exc)
             error = f"the Redis command quota is exhausted ({exc})"
         else:
             error = f"{type(exc).__name__}: {exc}"
         return QueueDepths(redis_commands=meter.billed, error=error)
     finally:
         close_client(client)
+    incidents.succeeded(quota_gate)
     per = COMMANDS_PER_QUEUE
     by_queue = {
         name: QueueDepth(*(int(n) for n in replies[i * per : (i + 1) * per]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import redis
 from rq import Queue as RQQueue
+from rq.intermediate_queue import IntermediateQueue
 from rq.registry import ScheduledJobRegistry
 
 from ops.models import Queue
@@ -36,8 +37,17 @@ def scheduled_key(name: str) -> str:
     return ScheduledJobRegistry.key_template.format(name)
 
 
+def intermediate_key(name: str) -> str:
+    return IntermediateQueue.get_intermediate_queue_key(list_key(name))
+
+
 def pending_keys(names: list[str]) -> list[str]:
-    """The keys whose existence means "there is work": each queue's list and its
-    scheduled-job registry. Redis deletes an empty list or sorted set, so one
-    EXISTS over all of them is the whole idle check."""
-    return [list_key(n) for n in names] + [scheduled_key(n) for n in names]
+    """The keys whose existence means "there is work": each queue's list, its
+    scheduled-job registry, and its intermediate list (jobs a consumer popped
+    but never registered; see ops/recovery.py). Redis deletes an empty list or
+    sorted set, so one EXISTS over all of them is the whole idle check."""
+    return (
+        [list_key(n) for n in names]
+        + [scheduled_key(n) for n in names]
+        + [intermediate_key(n) for n in names]
+    )

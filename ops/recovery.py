@@ -16,6 +16,7 @@ import traceback
 
 import redis
 from rq.exceptions import AbandonedJobError, NoSuchJobError
+from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 from rq.timeouts import UnixSignalDeathPenalty
@@ -97,3 +98,50 @@ def forget_worker(
             pipe.srem(WORKERS_BY_QUEUE_KEY % name, key)
         pipe.delete(key)
         pipe.execute()
+
+
+# RQ waits this long (between two sightings) before touching a job found in a
+# queue's intermediate list, so a live worker between its LMOVE and the job's
+# registration is never disturbed.
+STRANDED_AFTER_S = 60
+
+
+def requeue_stranded(client: redis.Redis, queue_name: str) -> list[str]:
+    """Put back on its queue every job stranded in the queue's intermediate list.
+
+    RQ moves a job to `rq:queue:<q>:intermediate` (LMOVE) before registering
+    it as started. A consumer that dies or loses Redis in between leaves the job
+    there: not queued, not started. Such a job never began to run, so it is
+    requeued (at the front) rather than failed — RQ's own cleanup would fail
+    it as "stuck" — once it has been seen there for STRANDED_AFTER_S.
+    """
+    queue = rq_queue(queue_name, client)
+    intermediate = IntermediateQueue(queue.key, client)
+    job_ids = [as_text(j) for j in client.lrange(intermediate.key, 0, -1)]
+    if not job_ids:
+        return []
+    started_key = StartedJobRegistry(queue_name, connection=client).key
+    running = {
+        parse_composite_key(as_text(entry))[0]
+        for entry in client.zrange(started_key, 0, -1)
+    }
+    requeued = []
+    for job_id in job_ids:
+        if job_id in running:
+            continue  # registered: a worker is running it
+        if intermediate.set_first_seen(job_id):
+            continue  # first sighting: wait for the next drain
+        if not intermediate.should_be_cleaned_up(job_id):
+            continue
+        with client.pipeline() as pipe:
+            pipe.lrem(intermediate.key, 1, job_id)
+            pipe.lpush(queue.key, job_id)
+            pipe.delete(intermediate.get_first_seen_key(job_id))
+            pipe.execute()
+        log.warning(
+            "job %s of %s was stranded between queue and worker: requeued",
+            job_id,
+            queue_name,
+        )
+        requeued.append(job_id)
+    return requeued

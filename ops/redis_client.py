@@ -27,20 +27,33 @@ from redis.connection import (
     parse_url,
 )
 
+from ops.metering import recorder
+
 # Upstash documents these as not billed (../shared/notes/redis-costs.md).
 UNBILLED_COMMANDS = frozenset({"AUTH", "INFO", "PING", "QUIT", "COMMAND"})
 
 
 class CommandMeter:
-    """Thread-safe count of the commands one client (or one process) sent."""
+    """Thread-safe count of the commands one client sent.
 
-    def __init__(self) -> None:
+    Each command is also reported to the process's usage recorder under
+    `source` (changeable while the client lives: a drain's idle check and its
+    job work are billed to different sources), unless `record_usage` is off:
+    a drain's child process reports its counts to its parent instead.
+    """
+
+    def __init__(self, source: str = "other", *, record_usage: bool = True) -> None:
         self._lock = threading.Lock()
         self.by_command: Counter[str] = Counter()
+        self.source = source
+        self.record_usage = record_usage
 
     def record(self, name: str) -> None:
         with self._lock:
             self.by_command[name] += 1
+        if self.record_usage:
+            billed = name not in UNBILLED_COMMANDS
+            recorder.add(self.source, int(billed), int(not billed))
 
     @property
     def total(self) -> int:

@@ -11,6 +11,7 @@ import redis
 from django.conf import settings
 
 from bench.redis_server import PrivateRedis
+from bench.fault_proxy import FaultProxy
 from bench.wire_proxy import WireProxy
 
 
@@ -116,3 +117,16 @@ def _runbook_queues(request: pytest.FixtureRequest) -> None:
     from django.apps import apps
 
     importlib.import_module("ops.migrations.0002_runbook_queues").create(apps, None)
+
+
+@pytest.fixture
+def fault(redis_server: PrivateRedis) -> Iterator[FaultProxy]:
+    """Route the project's Redis traffic through a proxy that can answer with
+    the provider's quota error, add latency or drop connections."""
+    proxy = FaultProxy(redis_server.port)
+    _point_at(proxy.url(redis_server.password))
+    try:
+        yield proxy
+    finally:
+        proxy.close()
+        _point_at(redis_server.url())

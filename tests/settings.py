@@ -33,3 +33,4 @@ STORAGES = {
 
 # whitenoise warns on every request when the static root does not exist.
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # noqa: F405
+METERING_FLUSH_INTERVAL_S = 0  # tests flush explicitly; no background writer

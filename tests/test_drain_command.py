@@ -178,7 +178,7 @@ def test_a_killed_drain_is_marked_abandoned_and_its_job_failed(rq_client, tmp_pa
     env.update(
         DATABASE_URL=database_url(),
         DRAIN_JOB_GRACE_MS="500",
-        DRAIN_LEASE_MARGIN_MS="4000",
+        DRAIN_LEASE_MARGIN_MS="2000",
     )
     proc = subprocess.Popen(
         [
@@ -186,7 +186,7 @@ def test_a_killed_drain_is_marked_abandoned_and_its_job_failed(rq_client, tmp_pa
             str(settings.BASE_DIR / "manage.py"),
             "drain",
             "--max-duration-ms",
-            "1000",
+            "4000",
         ],
         env=env,
         stdout=subprocess.DEVNULL,

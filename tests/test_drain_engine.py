@@ -179,15 +179,16 @@ def test_a_job_timeout_is_enforced_when_the_drain_runs_off_the_main_thread(rq_cl
 
 def test_it_stops_taking_jobs_at_the_deadline_and_leaves_the_rest_queued(rq_client):
     queue = rq("batch-jobs", rq_client)
-    for _ in range(30):
+    for _ in range(60):
         queue.enqueue("ops.jobs.sleep", 150)
-    run = run_drain(max_duration_ms=1500, queues=["batch-jobs"])
+    # The budget leaves room for a slow child start on a loaded machine.
+    run = run_drain(max_duration_ms=3000, queues=["batch-jobs"])
     assert run.status == DrainRun.Status.DEADLINE
     assert run.deadline_hit is True
     processed = run.queue_results["batch-jobs"]["processed"]
-    assert 0 < processed < 30
-    assert run.queue_results["batch-jobs"]["remaining"] == 30 - processed
-    assert rq_client.llen("rq:queue:batch-jobs") == 30 - processed
+    assert 0 < processed < 60
+    assert run.queue_results["batch-jobs"]["remaining"] == 60 - processed
+    assert rq_client.llen("rq:queue:batch-jobs") == 60 - processed
     assert FailedJobRegistry("batch-jobs", connection=rq_client).get_job_ids() == []
 
 
@@ -195,7 +196,7 @@ def test_a_job_running_past_the_grace_is_killed_and_failed(rq_client, settings):
     settings.DRAIN_JOB_GRACE_MS = 500
     job = rq("batch-jobs", rq_client).enqueue("ops.jobs.sleep", 30_000, job_timeout=600)
     queued = rq("batch-jobs", rq_client).enqueue("tests.jobs.add", 1, 1)
-    run = run_drain(max_duration_ms=1000, queues=["batch-jobs"])
+    run = run_drain(max_duration_ms=4000, queues=["batch-jobs"])
     assert run.status == DrainRun.Status.DEADLINE
     assert run.queue_results["batch-jobs"] == {
         "processed": 1,
@@ -291,3 +292,37 @@ def test_a_drain_with_no_enabled_queue_does_nothing_and_costs_nothing(wire):
     assert run.status == DrainRun.Status.SUCCEEDED
     assert run.queue_results == {}
     assert wire.billed() == 0
+
+
+def test_a_job_stranded_between_queue_and_worker_is_requeued_and_run(rq_client):
+    """A consumer that LMOVEd a job to the intermediate list and died before
+    registering it leaves it neither queued nor started. The idle check sees the
+    intermediate list; after RQ's two sightings a minute apart, a drain puts the
+    job back and runs it."""
+    queue = rq("journey-jobs", rq_client)
+    job = queue.enqueue("tests.jobs.add", 20, 22)
+    rq_client.lmove("rq:queue:journey-jobs", "rq:queue:journey-jobs:intermediate")
+    first = run_drain()
+    assert first.total_processed == 0  # first sighting only
+    assert rq_client.llen("rq:queue:journey-jobs:intermediate") == 1
+    # Pretend the first sighting was two minutes ago.
+    first_seen_key = f"rq:queue:journey-jobs:intermediate:first_seen:{job.id}"
+    rq_client.set(first_seen_key, time.time() - 120)
+    second = run_drain()
+    assert second.queue_results["journey-jobs"]["processed"] == 1
+    assert Job.fetch(job.id, connection=rq_client).return_value() == 42
+    assert rq_client.llen("rq:queue:journey-jobs:intermediate") == 0
+    assert not rq_client.exists(first_seen_key)
+
+
+def test_a_job_a_live_worker_is_registering_is_left_alone(rq_client):
+    queue = rq("journey-jobs", rq_client)
+    job = queue.enqueue("tests.jobs.add", 1, 1)
+    rq_client.lmove("rq:queue:journey-jobs", "rq:queue:journey-jobs:intermediate")
+    rq_client.zadd("rq:wip:journey-jobs", {f"{job.id}:exec1": time.time() + 600})
+    rq_client.set(
+        f"rq:queue:journey-jobs:intermediate:first_seen:{job.id}", time.time() - 120
+    )
+    run_drain()
+    assert rq_client.llen("rq:queue:journey-jobs:intermediate") == 1
+    assert rq_client.llen("rq:queue:journey-jobs") == 0

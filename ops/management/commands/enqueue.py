@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from ops.enqueue import MAX_COUNT, enqueue_canaries
 from ops.jobs import KINDS
 from ops.queues import all_queue_names
+from ops.quota_errors import is_quota_exhausted
 
 
 class Command(BaseCommand):
@@ -55,6 +56,12 @@ class Command(BaseCommand):
             )
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise CommandError(f"Redis is unreachable: {exc}", returncode=4) from None
+        except redis.ResponseError as exc:
+            if not is_quota_exhausted(exc):
+                raise
+            raise CommandError(
+                f"The Redis command quota is exhausted: {exc}", returncode=4
+            ) from None
         if opts["json"]:
             self.stdout.write(json.dumps({"queue": name, "jobIds": job_ids}))
         else:
