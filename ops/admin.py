@@ -538,3 +538,6 @@ class LeaseAdmin(admin.ModelAdmin):
     @admin.display(description="held now", boolean=True)
     def held(self, obj: Lease) -> bool:
         return obj.is_held()
+
+
+from ops import admin_tokens  # noqa: E402,F401  (registers the token admin)

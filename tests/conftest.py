@@ -10,8 +10,8 @@ import pytest
 import redis
 from django.conf import settings
 
-from bench.redis_server import PrivateRedis
 from bench.fault_proxy import FaultProxy
+from bench.redis_server import PrivateRedis
 from bench.wire_proxy import WireProxy
 
 

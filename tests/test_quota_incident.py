@@ -14,8 +14,8 @@ from ops import incidents
 from ops.drain import drain
 from ops.drain_options import parse_options
 from ops.models import DrainRun, QuotaIncident
-from ops.quota_errors import is_quota_exhausted
 from ops.queue_stats import queue_depths
+from ops.quota_errors import is_quota_exhausted
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
