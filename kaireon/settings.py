@@ -50,7 +50,15 @@ def _int(name: str, default: int, *, minimum: int, maximum: int | None = None) -
 
 DEBUG = _bool("DEBUG", False)
 
+# Where the console keeps its local state: the SQLite file, the local Redis data,
+# the generated secret key.
+STATE_DIR = Path(env.str("KAIREON_STATE_DIR", default="") or str(BASE_DIR / "var"))
+
 SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY and (STATE_DIR / "secret_key").is_file():
+    # Written once by `./dev run`, so that `manage.py ...` from a shell or a cron
+    # job uses the same key as the console without copying it around.
+    SECRET_KEY = (STATE_DIR / "secret_key").read_text().strip()
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured(
@@ -61,9 +69,6 @@ if not SECRET_KEY:
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
-# Where the console keeps its local state: the SQLite file, the local Redis data.
-STATE_DIR = Path(env.str("KAIREON_STATE_DIR", default=str(BASE_DIR / "var")))
-
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -71,6 +76,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django_q",
     "ops.apps.OpsConfig",
 ]
 
@@ -105,8 +111,10 @@ TEMPLATES = [
 
 try:
     DATABASES = {
-        "default": env.db_url(
-            "DATABASE_URL", default=f"sqlite:///{STATE_DIR / 'kaireon.sqlite3'}"
+        "default": environ.Env.db_url_config(
+            # An empty value (a copied .env.example line) means "the default".
+            env.str("DATABASE_URL", default="")
+            or f"sqlite:///{STATE_DIR / 'kaireon.sqlite3'}"
         )
     }
 except (ImproperlyConfigured, KeyError, ValueError) as exc:
@@ -146,7 +154,7 @@ STORAGES = {
 
 # --- Redis -----------------------------------------------------------------
 # Unset means "the local Redis that `./dev run` starts on the project port".
-REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6390/0")
+REDIS_URL = env.str("REDIS_URL", default="") or "redis://127.0.0.1:6390/0"
 _redis_parts = urlsplit(REDIS_URL)
 if _redis_parts.scheme not in {"redis", "rediss", "unix"}:
     raise ImproperlyConfigured(
@@ -181,6 +189,11 @@ DRAIN_JOB_GRACE_MS = _int("DRAIN_JOB_GRACE_MS", 60_000, minimum=0, maximum=600_0
 # Added to budget + grace to get the lease's life: past it, a drain that still
 # holds the lease is taken to be dead and its run is marked abandoned.
 DRAIN_LEASE_MARGIN_MS = _int("DRAIN_LEASE_MARGIN_MS", 30_000, minimum=1_000)
+# Runbook §6.3: before moving to another Redis, this many drains in a row must
+# have processed nothing (manage.py redis_switch_check, the admin's switch page).
+REDIS_SWITCH_MIN_EMPTY_DRAINS = _int(
+    "REDIS_SWITCH_MIN_EMPTY_DRAINS", 3, minimum=1, maximum=1000
+)
 
 # --- Cron endpoint -----------------------------------------------------------
 # Environment tokens, accepted in this order (runbook §4). DRAIN_QUEUES_TOKEN and
@@ -238,6 +251,49 @@ QUOTA_PROBE_COOLDOWN_S = _int("QUOTA_PROBE_COOLDOWN_S", 600, minimum=1)
 # How often each process writes its command counts to the database (0: only at
 # drain end and at exit).
 METERING_FLUSH_INTERVAL_S = _int("METERING_FLUSH_INTERVAL_S", 60, minimum=0)
+
+# --- Worker modes and the built-in schedule --------------------------------------
+# 1: the console's run command also runs always-on RQ workers (jobs start within
+# seconds; idle cost measured in docs/benchmarks.md). 0: no always-on workers;
+# jobs run only when drained. The admin can override this at run time (a stored
+# setting, applied within a minute); this variable is the default at start.
+WORKER_INPROCESS = _bool("WORKER_INPROCESS", False)
+# The built-in drain schedule at first start: every N minutes (0 = off). After
+# that the admin's stored setting rules.
+DRAIN_SCHEDULE_MINUTES = _int("DRAIN_SCHEDULE_MINUTES", 5, minimum=0, maximum=1440)
+# Where the missed-tick alarm posts a JSON message when its state changes (empty:
+# no webhook), and who gets an email (needs Django's EMAIL_* settings).
+ALARM_WEBHOOK_URL = env.str("ALARM_WEBHOOK_URL", default="")
+ALARM_EMAILS = env.list("ALARM_EMAILS", default=[])
+
+# Always-on workers block on their queues this long per wake-up (one BLPOP over
+# all queues; each wake-up costs 3 commands) ...
+ALWAYS_ON_BLOCK_S = _int("ALWAYS_ON_BLOCK_S", 3585, minimum=1, maximum=86_400)
+# ... and their supervisor looks for due scheduled jobs this often (1 command
+# when none is scheduled), or exactly when the next known one falls due.
+ALWAYS_ON_SCHEDULED_SCAN_S = _int("ALWAYS_ON_SCHEDULED_SCAN_S", 300, minimum=1)
+
+# django-q2 runs the built-in schedule with its database broker: scheduling
+# costs no Redis commands (../shared/notes/pitfalls.md).
+Q_CLUSTER = {
+    "name": "kaireon",
+    "orm": "default",
+    "workers": 1,
+    # A scheduled drain may take the hard cap + job grace + lease margin.
+    "timeout": (DRAIN_MAX_DURATION_CAP_MS + DRAIN_JOB_GRACE_MS + DRAIN_LEASE_MARGIN_MS)
+    // 1000
+    + 30,
+    "retry": (DRAIN_MAX_DURATION_CAP_MS + DRAIN_JOB_GRACE_MS + DRAIN_LEASE_MARGIN_MS)
+    // 1000
+    + 90,
+    "max_attempts": 1,
+    # After downtime a missed slot runs once, not once per missed slot.
+    "catch_up": False,
+    "save_limit": 200,
+    # The ORM broker polls the database; every 5 s is plenty for minute schedules.
+    "poll": 5,
+    "ack_failures": True,
+}
 
 LOGGING = {
     "version": 1,

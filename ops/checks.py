@@ -47,3 +47,19 @@ def check_env_tokens(app_configs: Any = None, **kwargs: Any) -> list[CheckMessag
         )
         for variable, problem in env_token_problems()
     ]
+
+
+@register(Tags.database)
+def check_double_consumption(
+    app_configs: Any = None, databases: Any = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """Two consumers on the same queues (runbook §6.1). Database only."""
+    if not databases:
+        return []
+    from ops.consumers import double_consumption_warnings
+
+    try:
+        found = double_consumption_warnings()
+    except DatabaseError:
+        return []
+    return [Warning(text, id="ops.W002") for text in found]

@@ -6,6 +6,8 @@ from typing import Any
 
 from django.utils import timezone
 
+from ops import runtime
+from ops.consumers import live_workers
 from ops.models import DrainRun, Source
 from ops.queue_stats import queue_depths
 from ops.queues import enabled_queue_names
@@ -37,8 +39,8 @@ def cron_status() -> dict[str, Any]:
     }
     return {
         "now": timezone.now().isoformat(),
-        # Only the cron-drain mode exists so far: no always-on workers run.
-        "workerMode": "cron-drain",
+        "workerMode": runtime.worker_mode(),
+        "alwaysOnWorkers": live_workers().count(),
         "lastDrain": None
         if last is None
         else {

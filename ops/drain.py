@@ -22,11 +22,9 @@ from typing import Any
 
 import redis
 from django.conf import settings
-from rq.job import Job
-from rq.registry import ScheduledJobRegistry
 from rq.utils import as_text
 
-from ops import incidents, lease
+from ops import incidents, lease, scheduled
 from ops.drain_options import DrainOptions
 from ops.metering import recorder
 from ops.models import DrainRun, Source, lease_life
@@ -34,7 +32,6 @@ from ops.queues import (
     intermediate_key,
     list_key,
     pending_keys,
-    rq_queue,
     scheduled_key,
 )
 from ops.quota_errors import is_quota_exhausted
@@ -251,7 +248,7 @@ def _drain_with_lease(
             depths[name] += len(requeue_stranded(client, name))
         if due[name]:
             ids = [as_text(j) for j in due[name]]
-            depths[name] += _promote_scheduled(client, name, ids)
+            depths[name] += scheduled.promote(client, name, ids)
 
     with_work = [name for name in names if depths[name] > 0]
     if with_work:
@@ -263,24 +260,6 @@ def _drain_with_lease(
             pipe.llen(list_key(name))
         for name, left in zip(names, pipe.execute(), strict=True):
             outcome.tallies[name].remaining = left
-
-
-def _promote_scheduled(client: redis.Redis, name: str, job_ids: list[str]) -> int:
-    """Move due scheduled jobs onto their queue, as RQ's scheduler does, without
-    running the scheduler (which polls Redis every second)."""
-    queue = rq_queue(name, client)
-    registry = ScheduledJobRegistry(name, connection=client)
-    jobs = Job.fetch_many(job_ids, connection=client)
-    with client.pipeline() as pipe:
-        for job in jobs:
-            if job is not None:
-                queue._enqueue_job(
-                    job, pipeline=pipe, at_front=job.should_enqueue_at_front()
-                )
-        for job_id in job_ids:
-            registry.remove(job_id, pipeline=pipe)
-        pipe.execute()
-    return sum(1 for job in jobs if job is not None)
 
 
 def _spawn(run: DrainRun, queue: str, attempt: int, deadline: float) -> _Child:

@@ -348,3 +348,83 @@ class QuotaIncident(models.Model):
     @property
     def is_open(self) -> bool:
         return self.closed_at is None
+
+
+class ConsoleSettings(models.Model):
+    """Run-time settings changed from the admin (one row, pk=1). Environment
+    variables give the defaults at first start; after that this row rules."""
+
+    class WorkerMode(models.TextChoices):
+        DEFAULT = "", "As WORKER_INPROCESS says"
+        ALWAYS_ON = "always-on", "Always-on workers"
+        CRON_DRAIN = "cron-drain", "Cron drain only"
+
+    worker_mode = models.CharField(
+        max_length=16, choices=WorkerMode.choices, blank=True, default=""
+    )
+    schedule_enabled = models.BooleanField(default=False)
+    schedule_minutes = models.PositiveIntegerField(default=5)
+    # When drains come from an external scheduler: how often they should come.
+    expected_interval_minutes = models.PositiveIntegerField(null=True, blank=True)
+    # Late after interval + grace; down after interval + 2 x grace. Empty: one interval.
+    alarm_grace_minutes = models.PositiveIntegerField(null=True, blank=True)
+    alarm_state = models.CharField(max_length=8, default="unknown")
+    alarm_changed_at = models.DateTimeField(null=True, blank=True)
+    updated = models.DateTimeField(default=timezone.now)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+
+    class Meta:
+        verbose_name = "console settings"
+        verbose_name_plural = "console settings"
+        permissions = [("change_worker_mode", "Can switch the worker mode")]
+
+    def __str__(self) -> str:
+        return "console settings"
+
+
+class WorkerProcess(models.Model):
+    """An always-on worker process, as its supervisor last reported it.
+
+    Kept in the database so that showing workers and detecting double
+    consumption costs no Redis command."""
+
+    class Role(models.TextChoices):
+        INPROCESS = "inprocess", "Inside the console (WORKER_INPROCESS=1)"
+        DEDICATED = "dedicated", "Dedicated (manage.py work)"
+
+    class State(models.TextChoices):
+        STARTING = "starting", "Starting"
+        IDLE = "idle", "Idle"
+        BUSY = "busy", "Busy"
+        STOPPED = "stopped", "Stopped"
+        CRASHED = "crashed", "Crashed"
+
+    name = models.CharField(max_length=120, unique=True, help_text="RQ worker name.")
+    role = models.CharField(max_length=16, choices=Role.choices)
+    host = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    supervisor_pid = models.PositiveIntegerField(null=True, blank=True)
+    queues = models.JSONField(default=list)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.STARTING)
+    current_job = models.CharField(max_length=100, blank=True)
+    started = models.DateTimeField(default=timezone.now)
+    heartbeat = models.DateTimeField(default=timezone.now)
+    stopped = models.DateTimeField(null=True, blank=True)
+    restarts = models.PositiveIntegerField(default=0)
+    exit_status = models.IntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started"]
+        indexes = [
+            # "Which workers are alive?" (admin, checks, double-consumption guard).
+            models.Index(fields=["state", "heartbeat"], name="workerprocess_live_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.state})"

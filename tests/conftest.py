@@ -13,6 +13,7 @@ from django.conf import settings
 from bench.fault_proxy import FaultProxy
 from bench.redis_server import PrivateRedis
 from bench.wire_proxy import WireProxy
+from ops.metering import recorder
 
 
 @pytest.fixture(scope="session")
@@ -45,6 +46,9 @@ def _clean_redis(redis_server: PrivateRedis, raw_redis: redis.Redis) -> Iterator
     _point_at(redis_server.url())
     yield
     _point_at(redis_server.url())
+    # Counts a test left unflushed must not reach a later test, nor the atexit
+    # flush, which would run after the test database is gone.
+    recorder.discard()
 
 
 @pytest.fixture

@@ -1,0 +1,115 @@
+"""One always-on worker process: RQ's in-process worker, tuned to stay quiet.
+
+Started and watched by ops/supervisor.py (`manage.py work`). It reports to the
+supervisor on --report-fd with the same line protocol as the drain's workers
+(ops/drain_worker.py) plus `idle <billed> <total>` after each wake-up, so the
+supervisor keeps the worker's state and Redis usage in the database.
+
+Why it is cheap when idle (docs/benchmarks.md has the measured figures):
+* one process blocks on all its queues with a single BLPOP that lasts
+  ALWAYS_ON_BLOCK_S (default ~1 h): a wake-up costs 3 commands (heartbeat HSET
+  + EXPIRE, BLPOP) instead of RQ's default every ~7 minutes;
+* no registry maintenance (51 commands per run over five queues, every ~13
+  minutes in plain RQ): the supervisor fails a dead worker's jobs precisely
+  (ops/recovery.py) when it sees the worker die;
+* no RQ scheduler (it polls every second): the supervisor promotes due
+  scheduled jobs itself (ops/scheduled.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+from typing import IO, Any
+
+import redis
+from rq.job import JobStatus
+from rq.worker import SimpleWorker
+
+from ops.drain_worker import _die_with_parent
+from ops.quota_errors import is_quota_exhausted
+
+
+class QuietWorker(SimpleWorker):
+    def __init__(self, *args: Any, report: IO[str], meter: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.report = report
+        self.meter = meter
+
+    @property
+    def should_run_maintenance_tasks(self) -> bool:
+        return False
+
+    def dequeue_job_and_maintain_ttl(
+        self, timeout: int | None, max_idle_time: int | None = None
+    ) -> Any:
+        self._emit(f"idle {self.meter.billed} {self.meter.total}")
+        try:
+            return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+        except redis.ResponseError as exc:
+            if is_quota_exhausted(exc):
+                # RQ's loop will log this and quit; the supervisor opens the
+                # incident and waits a cool-down before starting us again.
+                self._emit(f"quota {exc}")
+            raise
+
+    def execute_job(self, job: Any, queue: Any) -> None:
+        self._emit(f"start {job.id}")
+        super().execute_job(job, queue)
+        ok = job.get_status(refresh=False) == JobStatus.FINISHED
+        outcome = "ok" if ok else "failed"
+        self._emit(f"end {job.id} {outcome} {self.meter.billed} {self.meter.total}")
+
+    def _emit(self, line: str) -> None:
+        try:
+            self.report.write(line + "\n")
+            self.report.flush()
+        except (BrokenPipeError, ValueError):
+            pass  # the supervisor is gone; PDEATHSIG ends us shortly
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ops.always_on_worker")
+    parser.add_argument("--queues", required=True, help="comma-separated")
+    parser.add_argument("--worker-name", required=True)
+    parser.add_argument("--report-fd", type=int, required=True)
+    parser.add_argument("--parent-pid", type=int, required=True)
+    parser.add_argument("--block-s", type=int, required=True)
+    args = parser.parse_args(argv)
+
+    _die_with_parent(args.parent_pid)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kaireon.settings")
+    import django
+
+    django.setup()
+    from ops.queues import rq_queue
+    from ops.redis_client import CommandMeter, make_client
+
+    report = os.fdopen(args.report_fd, "w", buffering=1)
+    # The supervisor books these commands (source "worker") from the reports.
+    meter = CommandMeter("worker", record_usage=False)
+    client = make_client(meter)
+    worker = QuietWorker(
+        [rq_queue(name, client) for name in args.queues.split(",")],
+        name=args.worker_name,
+        connection=client,
+        report=report,
+        meter=meter,
+        prepare_for_work=False,  # no CLIENT SETNAME / CLIENT LIST
+        # RQ blocks for worker_ttl - 15 s and keeps the worker key alive for
+        # worker_ttl + 60 s: one long block instead of a wake-up every 7 min.
+        worker_ttl=args.block_s + 15,
+    )
+    worker.hostname = socket.gethostname()
+    worker.pid = os.getpid()
+    worker.ip_address = "unknown"
+    worker.work(burst=False, logging_level="WARNING")
+    report.write(f"done {meter.billed} {meter.total}\n")
+    report.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
