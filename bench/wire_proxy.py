@@ -47,6 +47,8 @@ class _RespCounter:
         pos = end + 2
         name = None
         for i in range(count):
+            if pos >= len(buf):
+                return False  # the chunk ended between two arguments
             if buf[pos : pos + 1] != b"$":
                 raise ValueError("unexpected RESP from client")
             line_end = buf.find(b"\r\n", pos)

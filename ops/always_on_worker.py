@@ -38,6 +38,10 @@ class QuietWorker(SimpleWorker):
         self.report = report
         self.meter = meter
 
+    def subscribe(self) -> None:
+        """No RQ pubsub listener: the supervisor stops workers with signals, so
+        the listener's connection, SUBSCRIBE and thread would buy nothing."""
+
     @property
     def should_run_maintenance_tasks(self) -> bool:
         return False

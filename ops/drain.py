@@ -398,10 +398,17 @@ def _run_children(
             if not active:
                 break
             wait = max(0.0, min(1.0, hard_deadline - time.time()))
-            for key, _ in selector.select(timeout=wait):
+            events = selector.select(timeout=wait)
+            for key, _ in events:
                 child = key.data
                 if not _read(child, outcome.tallies[child.queue]):
                     finish_child(child)
+            if events and active:
+                # Children report two lines per job; reading them in batches
+                # instead of waking twice per job cuts the parent's CPU per job
+                # by ~5x (docs/benchmarks.md). A pipe keeps what was written, so
+                # nothing is lost; exits are seen at most 50 ms later.
+                time.sleep(0.05)
             if time.time() >= hard_deadline:
                 for child in list(active.values()):
                     child.killed = True

@@ -48,6 +48,11 @@ class DrainWorker(SimpleWorker):
         self.report = report
         self.meter = meter
 
+    def subscribe(self) -> None:
+        """No RQ pubsub listener: the drain engine stops this process itself.
+        The listener would cost a connection, SUBSCRIBE and UNSUBSCRIBE, and up
+        to a second at exit waiting for its thread."""
+
     @property
     def should_run_maintenance_tasks(self) -> bool:
         # Registry maintenance costs ~51 commands over five queues per run and
