@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import timedelta
 from unittest import mock
 
+import pytest
 import redis
 import rq
 from django.conf import settings
@@ -10,6 +11,9 @@ from rq.worker import SimpleWorker
 
 from ops import jobs
 from ops.queue_stats import QueueDepth, queue_depths
+
+# Reading depths asks the quota-incident gate first (a database read).
+pytestmark = pytest.mark.django_db
 
 
 def _arrange(raw_redis: redis.Redis) -> None:
