@@ -11,8 +11,16 @@ import re
 
 import redis
 
-_QUOTA = re.compile(r"^(ERR\s+)?max (daily )?requests? limit exceeded", re.IGNORECASE)
+# At the start of the message, or after the prefix redis-py puts on an error
+# raised from a pipeline: "Command # 1 (LLEN rq:queue:x) of pipeline caused
+# error: max requests limit exceeded…".
+_QUOTA = re.compile(
+    r"(?:^|of pipeline caused error: )(?:ERR\s+)?max (?:daily )?requests? limit exceeded",
+    re.IGNORECASE,
+)
 
 
 def is_quota_exhausted(exc: BaseException) -> bool:
-    return isinstance(exc, redis.ResponseError) and bool(_QUOTA.match(str(exc).strip()))
+    return isinstance(exc, redis.ResponseError) and bool(
+        _QUOTA.search(str(exc).strip())
+    )

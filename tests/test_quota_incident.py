@@ -49,6 +49,12 @@ def run_drain() -> DrainRun:
         ("ERR max daily request limit exceeded", True),
         ("WRONGTYPE Operation against a key holding the wrong kind of value", False),
         ("the max requests limit exceeded", False),
+        (
+            "Command # 1 (LLEN rq:queue:a) of pipeline caused error: "
+            "max requests limit exceeded. Limit: 500000",
+            True,
+        ),
+        ("Command # 2 (GET k) of pipeline caused error: WRONGTYPE", False),
     ],
 )
 def test_the_matcher_knows_both_wordings_with_and_without_err(message, matches):
