@@ -104,6 +104,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "ops.context_processors.quota_banner",
             ],
         },
     },
@@ -251,6 +252,10 @@ QUOTA_PROBE_COOLDOWN_S = _int("QUOTA_PROBE_COOLDOWN_S", 600, minimum=1)
 # How often each process writes its command counts to the database (0: only at
 # drain end and at exit).
 METERING_FLUSH_INTERVAL_S = _int("METERING_FLUSH_INTERVAL_S", 60, minimum=0)
+# 1: the quota page also reads the Redis server's own INFO commandstats (INFO is
+# not billed) and shows every client's commands beside this project's. Only
+# meaningful when no other application shares the Redis. 0: off (the default).
+QUOTA_SERVER_STATS = _bool("QUOTA_SERVER_STATS", False)
 
 # --- Worker modes and the built-in schedule --------------------------------------
 # 1: the console's run command also runs always-on RQ workers (jobs start within

@@ -541,3 +541,7 @@ class LeaseAdmin(admin.ModelAdmin):
 
 
 from ops import admin_tokens  # noqa: E402,F401  (registers the token admin)
+from ops.admin_switch import QueueAdminWithSwitchCheck  # noqa: E402,F401  (registers the Redis switch page)
+from ops import admin_schedule  # noqa: E402,F401  (registers the schedule admin)
+from ops import admin_workers  # noqa: E402,F401  (registers the worker admin)
+from ops import admin_quota  # noqa: E402,F401  (registers the quota admin)

@@ -15,7 +15,8 @@ import redis
 # raised from a pipeline: "Command # 1 (LLEN rq:queue:x) of pipeline caused
 # error: max requests limit exceeded…".
 _QUOTA = re.compile(
-    r"(?:^|of pipeline caused error: )(?:ERR\s+)?max (?:daily )?requests? limit exceeded",
+    r"(?:^|of pipeline caused error: )"
+    r"(?:ERR\s+)?max (?:daily )?requests? limit exceeded",
     re.IGNORECASE,
 )
 
