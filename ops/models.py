@@ -228,6 +228,8 @@ class TokenVersion(models.Model):
 
     class Meta:
         ordering = ["scope", "-version"]
+        verbose_name = "cron token"
+        verbose_name_plural = "cron tokens"
         permissions = [("rotate_tokenversion", "Can rotate and revoke cron tokens")]
         constraints = [
             # Rotation numbers versions per scope: v1, v2, ...
