@@ -1,0 +1,461 @@
+"""The mode advisor: the runbook's "when to pick which" table (§1), from figures.
+
+For each way of running the jobs — always-on RQ workers, or a cron drain every
+1, 5, 15 or 30 minutes — what a month would cost in Redis commands at today's
+job volume, the worst-case wait before a job starts, and whether that fits the
+budget. Costs are measured from this deployment's DrainRun rows once there are
+enough of them, else taken from the benchmark figures below. Reading them costs
+database queries only, never a Redis command.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Count, Q, Sum
+from django.utils import timezone
+
+from ops.models import CommandUsage, DrainRun, Source
+
+# --- Benchmark figures: the one place they live -------------------------------
+# From docs/benchmarks.md (bench/drain_bench.py, run of 2026-11-29; redis 7.0.15,
+# rq 2.12, redis-py 8.1) and ../shared/notes/redis-costs.md. Update them here
+# when the benchmark is re-run; they are used until this deployment has
+# measured its own costs from its DrainRun rows (see below).
+#
+# An idle drain tick: one EXISTS over every queue's list and scheduled set
+# (docs/benchmarks.md §1: 1 billable command, fresh process and in-process).
+BENCH_IDLE_TICK = 1.0
+BENCH_IDLE_TICK_NOTE = "benchmark: 1 EXISTS per idle tick (docs/benchmarks.md §1)"
+# One job on the drain path: RQ's own job life cycle in the drain's
+# SimpleWorker child, 52.0 a job (§2: 10,449 commands for 200 jobs = 200 x 52
+# + 49 fixed). The fixed part is paid once per drain that finds work: the idle
+# EXISTS (counted as a tick) + 48 more (queue sizes, scheduled-job promotion,
+# the child's worker birth and death, SUBSCRIBE/UNSUBSCRIBE) for one queue
+# with work. At cron batch sizes of a job or two, that overhead is as big as
+# the job itself, so the advisor counts it per busy drain, not per job.
+BENCH_PER_JOB = 52.0
+BENCH_PER_JOB_NOTE = "benchmark: RQ job life cycle, 52 per job (docs/benchmarks.md §2)"
+BENCH_BUSY_DRAIN_OVERHEAD = 48.0
+BENCH_BUSY_DRAIN_NOTE = (
+    "benchmark: 49 fixed per drain with work, less the idle check "
+    "(docs/benchmarks.md §2)"
+)
+# A plain always-on `rq worker` on five idle queues: a 405 s blocking pop, 3
+# commands per wake-up, 51 commands of registry maintenance every ~810 s ≈ 4.2
+# commands a minute per worker process ≈ 182,000 a month (notes, "RQ"; not in
+# docs/benchmarks.md). Without --with-scheduler: with it, ≈ 895 a minute.
+ALWAYS_ON_IDLE_PER_MINUTE = 4.2
+ALWAYS_ON_IDLE_NOTE = "benchmark: `rq worker` idle ≈ 4.2/min per process (notes)"
+# One job on RQ's default forking Worker: 56.52 billed on the wire (§2; the
+# work horse's fresh connection pays redis-py's handshake every job).
+ALWAYS_ON_PER_JOB = 56.52
+ALWAYS_ON_PER_JOB_NOTE = (
+    "benchmark: forking `rq worker` 56.52 per job (docs/benchmarks.md §2)"
+)
+
+# --- Measuring this deployment's own costs -------------------------------------
+# Below these counts the benchmark figures are used: a handful of runs says
+# little (a drain that also recovered a dead run's jobs costs more, say).
+MIN_IDLE_SAMPLES = 20
+MIN_JOB_SAMPLES = 50
+MEASURE_WINDOW = timedelta(days=30)
+VOLUME_WINDOW = timedelta(days=7)
+
+# --- The table -----------------------------------------------------------------
+# A month is 30 days here, as in the runbook (a 5-minute cron = 8,640 ticks).
+MONTH_DAYS = 30
+MONTH_MINUTES = MONTH_DAYS * 24 * 60
+CRON_INTERVALS_MIN = (1, 5, 15, 30)
+# The runbook's default cron interval, and the budget of the tier it names
+# (Upstash free tier: 500,000 commands a month).
+RUNBOOK_INTERVAL_MIN = 5
+FREE_TIER_COMMANDS = 500_000
+ALWAYS_ON = "always-on"
+# Sources that cost the same whatever the mode: added to every row's total.
+OTHER_SOURCES = (Source.ENQUEUE, Source.CONSOLE, Source.API, Source.OTHER)
+
+
+@dataclass(frozen=True)
+class Figure:
+    value: float
+    note: str  # where it comes from, shown beside it
+    samples: int = 0
+
+    @property
+    def measured(self) -> bool:
+        return self.samples > 0
+
+
+@dataclass(frozen=True)
+class Costs:
+    idle_tick: Figure  # one cron drain tick that finds nothing
+    per_job: Figure  # one job on the drain path
+    always_on_idle_per_minute: Figure  # one always-on worker process, idle
+    always_on_per_job: Figure
+    # Paid by each drain that finds work, beyond its idle check. 0 when the
+    # per-job figure is measured: it then already carries this overhead,
+    # spread over the batch sizes this deployment actually drains.
+    busy_drain_overhead: Figure = Figure(0.0, "included in the per-job figure")
+
+
+@dataclass(frozen=True)
+class ModeRow:
+    key: str  # "always-on" or "cron-5"
+    label: str
+    interval_minutes: int | None  # None for always-on
+    latency_seconds: int  # worst case before a queued job starts
+    idle_commands: int  # a month of doing nothing
+    job_commands: int  # a month of today's jobs
+    other_commands: int  # the rest of the project's Redis use (every row)
+    total: int
+    percent_of_budget: float
+    fits: bool
+    fits_with_margin: bool
+    basis: str  # the arithmetic, so a reader can check it
+    recommended: bool = False
+
+    @property
+    def latency_label(self) -> str:
+        if self.interval_minutes is None:
+            return "≈ 0 s"
+        return f"≤ {self.interval_minutes} min"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "mode": self.key,
+            "label": self.label,
+            "intervalMinutes": self.interval_minutes,
+            "latencySeconds": self.latency_seconds,
+            "idleCommands": self.idle_commands,
+            "jobCommands": self.job_commands,
+            "otherCommands": self.other_commands,
+            "commandsPerMonth": self.total,
+            "percentOfBudget": round(self.percent_of_budget, 2),
+            "fits": self.fits,
+            "fitsWithMargin": self.fits_with_margin,
+            "recommended": self.recommended,
+            "basis": self.basis,
+        }
+
+
+@dataclass(frozen=True)
+class Advice:
+    rows: list[ModeRow]
+    recommended: ModeRow | None
+    reason: str
+    budget: int
+    margin_percent: int
+    jobs_last_7d: int
+    jobs_per_month: float
+    other_per_month: float
+    workers: int
+    costs: Costs
+
+    def figures(self) -> list[tuple[str, str, str]]:
+        """(what, value, where from) for the page and the command."""
+        c = self.costs
+        return [
+            ("Idle drain tick", f"{c.idle_tick.value:,.2f} commands", c.idle_tick.note),
+            (
+                "Job on the drain path",
+                f"{c.per_job.value:,.1f} commands",
+                c.per_job.note,
+            ),
+            (
+                "Always-on worker, idle",
+                f"{c.always_on_idle_per_minute.value:,.1f} commands/min per process",
+                c.always_on_idle_per_minute.note,
+            ),
+            (
+                "Job on an always-on worker",
+                f"{c.always_on_per_job.value:,.1f} commands",
+                c.always_on_per_job.note,
+            ),
+            (
+                "Job volume",
+                f"{self.jobs_per_month:,.0f} jobs/month",
+                f"drains of the last 7 days: {self.jobs_last_7d:,} jobs x 30/7",
+            ),
+            (
+                "Other Redis use",
+                f"{self.other_per_month:,.0f} commands/month",
+                "enqueue, console, api, other of the last 7 days x 30/7",
+            ),
+        ]
+
+    def as_json(self) -> list[dict[str, Any]]:
+        return [row.as_json() for row in self.rows]
+
+    def summary_json(self) -> dict[str, Any]:
+        return {
+            "recommended": self.recommended.key if self.recommended else None,
+            "reason": self.reason,
+            "marginPercent": self.margin_percent,
+            "jobsLast7d": self.jobs_last_7d,
+            "jobsPerMonth": round(self.jobs_per_month, 1),
+            "otherPerMonth": round(self.other_per_month, 1),
+            "workers": self.workers,
+            "figures": [
+                {"what": what, "value": value, "source": source}
+                for what, value, source in self.figures()
+            ],
+        }
+
+
+# --- Measured inputs -------------------------------------------------------------
+
+
+def measured_costs(now: datetime | None = None) -> Costs:
+    """Per idle tick and per job from this deployment's drains (one query)."""
+    now = now or timezone.now()
+    idle = Q(status=DrainRun.Status.SUCCEEDED, total_processed=0)
+    # A drain stopped at its deadline still did (and paid for) its jobs.
+    busy = Q(
+        status__in=[DrainRun.Status.SUCCEEDED, DrainRun.Status.DEADLINE],
+        total_processed__gt=0,
+    )
+    agg = DrainRun.objects.filter(
+        started__gte=now - MEASURE_WINDOW, started__lte=now
+    ).aggregate(
+        idle_runs=Count("pk", filter=idle),
+        idle_commands=Sum("redis_commands", filter=idle),
+        busy_runs=Count("pk", filter=busy),
+        busy_commands=Sum("redis_commands", filter=busy),
+        busy_jobs=Sum("total_processed", filter=busy),
+    )
+    idle_runs = agg["idle_runs"] or 0
+    if idle_runs >= MIN_IDLE_SAMPLES:
+        idle_tick = Figure(
+            (agg["idle_commands"] or 0) / idle_runs,
+            f"measured here: {idle_runs:,} idle drains",
+            idle_runs,
+        )
+    else:
+        idle_tick = Figure(BENCH_IDLE_TICK, BENCH_IDLE_TICK_NOTE)
+
+    jobs = agg["busy_jobs"] or 0
+    busy_runs = agg["busy_runs"] or 0
+    if jobs >= MIN_JOB_SAMPLES:
+        # Each busy run began with the same check an idle tick makes: that part
+        # is tick cost, not job cost.
+        work = (agg["busy_commands"] or 0) - busy_runs * idle_tick.value
+        per_job = Figure(
+            max(0.0, work) / jobs,
+            f"measured here: {jobs:,} jobs in {busy_runs:,} drains",
+            jobs,
+        )
+        overhead = Figure(0.0, "measured: included in the per-job figure")
+    else:
+        per_job = Figure(BENCH_PER_JOB, BENCH_PER_JOB_NOTE)
+        overhead = Figure(BENCH_BUSY_DRAIN_OVERHEAD, BENCH_BUSY_DRAIN_NOTE)
+    return Costs(
+        idle_tick=idle_tick,
+        per_job=per_job,
+        always_on_idle_per_minute=Figure(
+            ALWAYS_ON_IDLE_PER_MINUTE, ALWAYS_ON_IDLE_NOTE
+        ),
+        always_on_per_job=Figure(ALWAYS_ON_PER_JOB, ALWAYS_ON_PER_JOB_NOTE),
+        busy_drain_overhead=overhead,
+    )
+
+
+def jobs_last_7d(now: datetime) -> int:
+    return (
+        DrainRun.objects.filter(
+            started__gte=now - VOLUME_WINDOW, started__lte=now
+        ).aggregate(jobs=Sum("total_processed"))["jobs"]
+        or 0
+    )
+
+
+def other_commands_last_7d(now: datetime) -> int:
+    return (
+        CommandUsage.objects.filter(
+            hour__gte=now - VOLUME_WINDOW, hour__lte=now, source__in=OTHER_SOURCES
+        ).aggregate(total=Sum("commands"))["total"]
+        or 0
+    )
+
+
+def advice_now(now: datetime | None = None, *, workers: int = 1) -> Advice:
+    """The advisor table from the database (three queries, no Redis)."""
+    now = now or timezone.now()
+    week_to_month = MONTH_DAYS / 7
+    jobs = jobs_last_7d(now)
+    return advise(
+        budget=settings.QUOTA_MONTHLY_BUDGET,
+        jobs_last_7d=jobs,
+        jobs_per_month=jobs * week_to_month,
+        other_per_month=other_commands_last_7d(now) * week_to_month,
+        costs=measured_costs(now),
+        margin_percent=min(settings.QUOTA_WARN_THRESHOLDS),
+        workers=workers,
+    )
+
+
+# --- The table and the recommendation (pure) -------------------------------------
+
+
+def advise(
+    *,
+    budget: int,
+    jobs_per_month: float,
+    costs: Costs,
+    jobs_last_7d: int | None = None,
+    other_per_month: float = 0.0,
+    margin_percent: int = 80,
+    workers: int = 1,
+) -> Advice:
+    """One row per mode, and the recommended one.
+
+    "Fits with margin" means the month stays under `margin_percent` of the
+    budget (the first warning threshold: following the advice should not set
+    off the console's own warning). Among those rows:
+
+    * a budget above the free tier with job traffic gets the lowest-latency
+      row (runbook: paid Redis + active traffic → WORKER_INPROCESS=1);
+    * otherwise the runbook's 5-minute cron drain (free tier → WORKER_INPROCESS=0
+      + 5-min cron), or the fastest slower cron that fits when it does not;
+      faster than 5 minutes buys minutes of latency with idle commands a small
+      budget cannot spare;
+    * when nothing fits with margin, the cheapest row that still fits; when
+      nothing fits at all, no recommendation (runbook §8: upgrade or move).
+    """
+    jobs_last_7d = (
+        round(jobs_per_month * 7 / MONTH_DAYS) if jobs_last_7d is None else jobs_last_7d
+    )
+    other = round(other_per_month)
+    rows: list[ModeRow] = []
+
+    def row(
+        key: str, label: str, interval: int | None, idle: float, job: float, basis: str
+    ) -> ModeRow:
+        idle_i, job_i = round(idle), round(job)
+        total = idle_i + job_i + other
+        return ModeRow(
+            key=key,
+            label=label,
+            interval_minutes=interval,
+            latency_seconds=0 if interval is None else interval * 60,
+            idle_commands=idle_i,
+            job_commands=job_i,
+            other_commands=other,
+            total=total,
+            percent_of_budget=100.0 * total / budget if budget else 0.0,
+            fits=total <= budget,
+            fits_with_margin=total * 100 <= budget * margin_percent,
+            basis=basis,
+        )
+
+    per_min = costs.always_on_idle_per_minute.value
+    rows.append(
+        row(
+            ALWAYS_ON,
+            f"Always-on workers ({workers} process{'es' if workers != 1 else ''})",
+            None,
+            workers * per_min * MONTH_MINUTES,
+            jobs_per_month * costs.always_on_per_job.value,
+            f"{workers} x {per_min:g}/min x {MONTH_MINUTES:,} min + "
+            f"{jobs_per_month:,.0f} jobs x {costs.always_on_per_job.value:g}",
+        )
+    )
+    overhead = costs.busy_drain_overhead.value
+    for minutes in CRON_INTERVALS_MIN:
+        ticks = MONTH_MINUTES // minutes
+        busy = busy_drains(jobs_per_month, ticks) if overhead else 0.0
+        basis = (
+            f"{ticks:,} ticks x {costs.idle_tick.value:g} + "
+            f"{jobs_per_month:,.0f} jobs x {costs.per_job.value:.4g}"
+        )
+        if overhead:
+            basis += f" + {busy:,.0f} busy drains x {overhead:g}"
+        rows.append(
+            row(
+                f"cron-{minutes}",
+                f"Cron drain every {minutes} min",
+                minutes,
+                ticks * costs.idle_tick.value,
+                jobs_per_month * costs.per_job.value + busy * overhead,
+                basis,
+            )
+        )
+
+    chosen, reason = _recommend(rows, budget, jobs_last_7d, margin_percent)
+    if chosen is not None:
+        chosen = replace(chosen, recommended=True)
+        rows = [chosen if r.key == chosen.key else r for r in rows]
+    return Advice(
+        rows=rows,
+        recommended=chosen,
+        reason=reason,
+        budget=budget,
+        margin_percent=margin_percent,
+        jobs_last_7d=jobs_last_7d,
+        jobs_per_month=jobs_per_month,
+        other_per_month=other_per_month,
+        workers=workers,
+        costs=costs,
+    )
+
+
+def busy_drains(jobs_per_month: float, ticks: int) -> float:
+    """Expected ticks a month that find at least one job, for jobs arriving
+    independently of each other (a Poisson process): each tick is busy with
+    probability 1 - e^(-jobs per tick). Jobs enqueued in bursts fill fewer
+    ticks, so this errs on the costly side."""
+    if jobs_per_month <= 0:
+        return 0.0
+    return ticks * -math.expm1(-jobs_per_month / ticks)
+
+
+def _recommend(
+    rows: list[ModeRow], budget: int, jobs_last_7d: int, margin: int
+) -> tuple[ModeRow | None, str]:
+    by_latency = sorted(rows, key=lambda r: r.latency_seconds)
+    roomy = [r for r in by_latency if r.fits_with_margin]
+    paid = budget > FREE_TIER_COMMANDS
+    if paid and jobs_last_7d > 0 and roomy:
+        return roomy[0], (
+            f"A budget above the free tier with job traffic: the lowest-latency "
+            f"mode that stays under {margin} % of the budget (runbook: paid Redis "
+            f"+ active traffic → the lowest latency it can afford)."
+        )
+    slow_enough = [
+        r
+        for r in roomy
+        if r.interval_minutes is not None and r.interval_minutes >= RUNBOOK_INTERVAL_MIN
+    ]
+    why = (
+        "a free-tier budget"
+        if not paid
+        else "no jobs in the last 7 days, so always-on latency buys nothing"
+    )
+    if slow_enough:
+        first = slow_enough[0]
+        if first.interval_minutes == RUNBOOK_INTERVAL_MIN:
+            return first, (
+                f"With {why}: the runbook's cron drain every {RUNBOOK_INTERVAL_MIN} "
+                f"min (WORKER_INPROCESS=0), which stays under {margin} % of the "
+                f"budget. Faster modes spend idle commands a small budget needs "
+                f"for jobs."
+            )
+        return first, (
+            f"With {why}: a {RUNBOOK_INTERVAL_MIN}-minute cron would pass {margin} % "
+            f"of the budget; the fastest slower interval that stays under it."
+        )
+    fitting = sorted((r for r in rows if r.fits), key=lambda r: r.total)
+    if fitting:
+        return fitting[0], (
+            f"No mode stays under {margin} % of the budget at this job volume: the "
+            f"cheapest one that still fits, with little room to spare. Plan an "
+            f"upgrade (runbook §8)."
+        )
+    return None, (
+        "No mode fits the budget at this job volume: upgrade to pay-as-you-go, "
+        "move to a different Redis (runbook §8) or reduce the job volume."
+    )
