@@ -540,8 +540,12 @@ class LeaseAdmin(admin.ModelAdmin):
         return obj.is_held()
 
 
-from ops import admin_tokens  # noqa: E402,F401  (registers the token admin)
-from ops.admin_switch import QueueAdminWithSwitchCheck  # noqa: E402,F401  (registers the Redis switch page)
-from ops import admin_schedule  # noqa: E402,F401  (registers the schedule admin)
-from ops import admin_workers  # noqa: E402,F401  (registers the worker admin)
-from ops import admin_quota  # noqa: E402,F401  (registers the quota admin)
+# The other admin modules register their pages when imported; they import this
+# module's admins, so they come last.
+from ops import (  # noqa: E402,F401
+    admin_quota,
+    admin_schedule,
+    admin_switch,
+    admin_tokens,
+    admin_workers,
+)

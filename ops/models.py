@@ -413,7 +413,9 @@ class WorkerProcess(models.Model):
     pid = models.PositiveIntegerField()
     supervisor_pid = models.PositiveIntegerField(null=True, blank=True)
     queues = models.JSONField(default=list)
-    state = models.CharField(max_length=16, choices=State.choices, default=State.STARTING)
+    state = models.CharField(
+        max_length=16, choices=State.choices, default=State.STARTING
+    )
     current_job = models.CharField(max_length=100, blank=True)
     started = models.DateTimeField(default=timezone.now)
     heartbeat = models.DateTimeField(default=timezone.now)
@@ -423,6 +425,7 @@ class WorkerProcess(models.Model):
 
     class Meta:
         ordering = ["-started"]
+        verbose_name_plural = "worker processes"
         indexes = [
             # "Which workers are alive?" (admin, checks, double-consumption guard).
             models.Index(fields=["state", "heartbeat"], name="workerprocess_live_idx"),

@@ -24,5 +24,13 @@ def test_every_cron_endpoint_is_documented_and_nothing_else():
 def test_the_drain_endpoint_documents_every_status_it_answers():
     responses = load()["paths"]["/api/v1/cron/drain-queues"]["post"]["responses"]
     assert set(responses) == {
-        "200", "400", "401", "403", "405", "409", "413", "429", "503"
+        "200",
+        "400",
+        "401",
+        "403",
+        "405",
+        "409",
+        "413",
+        "429",
+        "503",
     }

@@ -7,54 +7,127 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('ops', '0004_redis_usage_and_quota_incidents'),
+        ("ops", "0004_redis_usage_and_quota_incidents"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='ConsoleSettings',
+            name="ConsoleSettings",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('worker_mode', models.CharField(blank=True, choices=[('', 'As WORKER_INPROCESS says'), ('always-on', 'Always-on workers'), ('cron-drain', 'Cron drain only')], default='', max_length=16)),
-                ('schedule_enabled', models.BooleanField(default=False)),
-                ('schedule_minutes', models.PositiveIntegerField(default=5)),
-                ('expected_interval_minutes', models.PositiveIntegerField(blank=True, null=True)),
-                ('alarm_grace_minutes', models.PositiveIntegerField(blank=True, null=True)),
-                ('alarm_state', models.CharField(default='unknown', max_length=8)),
-                ('alarm_changed_at', models.DateTimeField(blank=True, null=True)),
-                ('updated', models.DateTimeField(default=django.utils.timezone.now)),
-                ('updated_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                (
+                    "worker_mode",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("", "As WORKER_INPROCESS says"),
+                            ("always-on", "Always-on workers"),
+                            ("cron-drain", "Cron drain only"),
+                        ],
+                        default="",
+                        max_length=16,
+                    ),
+                ),
+                ("schedule_enabled", models.BooleanField(default=False)),
+                ("schedule_minutes", models.PositiveIntegerField(default=5)),
+                (
+                    "expected_interval_minutes",
+                    models.PositiveIntegerField(blank=True, null=True),
+                ),
+                (
+                    "alarm_grace_minutes",
+                    models.PositiveIntegerField(blank=True, null=True),
+                ),
+                ("alarm_state", models.CharField(default="unknown", max_length=8)),
+                ("alarm_changed_at", models.DateTimeField(blank=True, null=True)),
+                ("updated", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "updated_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'console settings',
-                'verbose_name_plural': 'console settings',
-                'permissions': [('change_worker_mode', 'Can switch the worker mode')],
+                "verbose_name": "console settings",
+                "verbose_name_plural": "console settings",
+                "permissions": [("change_worker_mode", "Can switch the worker mode")],
             },
         ),
         migrations.CreateModel(
-            name='WorkerProcess',
+            name="WorkerProcess",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(help_text='RQ worker name.', max_length=120, unique=True)),
-                ('role', models.CharField(choices=[('inprocess', 'Inside the console (WORKER_INPROCESS=1)'), ('dedicated', 'Dedicated (manage.py work)')], max_length=16)),
-                ('host', models.CharField(max_length=255)),
-                ('pid', models.PositiveIntegerField()),
-                ('supervisor_pid', models.PositiveIntegerField(blank=True, null=True)),
-                ('queues', models.JSONField(default=list)),
-                ('state', models.CharField(choices=[('starting', 'Starting'), ('idle', 'Idle'), ('busy', 'Busy'), ('stopped', 'Stopped'), ('crashed', 'Crashed')], default='starting', max_length=16)),
-                ('current_job', models.CharField(blank=True, max_length=100)),
-                ('started', models.DateTimeField(default=django.utils.timezone.now)),
-                ('heartbeat', models.DateTimeField(default=django.utils.timezone.now)),
-                ('stopped', models.DateTimeField(blank=True, null=True)),
-                ('restarts', models.PositiveIntegerField(default=0)),
-                ('exit_status', models.IntegerField(blank=True, null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                (
+                    "name",
+                    models.CharField(
+                        help_text="RQ worker name.", max_length=120, unique=True
+                    ),
+                ),
+                (
+                    "role",
+                    models.CharField(
+                        choices=[
+                            ("inprocess", "Inside the console (WORKER_INPROCESS=1)"),
+                            ("dedicated", "Dedicated (manage.py work)"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("host", models.CharField(max_length=255)),
+                ("pid", models.PositiveIntegerField()),
+                ("supervisor_pid", models.PositiveIntegerField(blank=True, null=True)),
+                ("queues", models.JSONField(default=list)),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("starting", "Starting"),
+                            ("idle", "Idle"),
+                            ("busy", "Busy"),
+                            ("stopped", "Stopped"),
+                            ("crashed", "Crashed"),
+                        ],
+                        default="starting",
+                        max_length=16,
+                    ),
+                ),
+                ("current_job", models.CharField(blank=True, max_length=100)),
+                ("started", models.DateTimeField(default=django.utils.timezone.now)),
+                ("heartbeat", models.DateTimeField(default=django.utils.timezone.now)),
+                ("stopped", models.DateTimeField(blank=True, null=True)),
+                ("restarts", models.PositiveIntegerField(default=0)),
+                ("exit_status", models.IntegerField(blank=True, null=True)),
             ],
             options={
-                'ordering': ['-started'],
-                'indexes': [models.Index(fields=['state', 'heartbeat'], name='workerprocess_live_idx')],
+                "ordering": ["-started"],
+                "indexes": [
+                    models.Index(
+                        fields=["state", "heartbeat"], name="workerprocess_live_idx"
+                    )
+                ],
             },
         ),
     ]

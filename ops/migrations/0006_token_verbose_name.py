@@ -4,14 +4,20 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('ops', '0005_worker_modes_and_schedule'),
+        ("ops", "0005_worker_modes_and_schedule"),
     ]
 
     operations = [
         migrations.AlterModelOptions(
-            name='tokenversion',
-            options={'ordering': ['scope', '-version'], 'permissions': [('rotate_tokenversion', 'Can rotate and revoke cron tokens')], 'verbose_name': 'cron token', 'verbose_name_plural': 'cron tokens'},
+            name="tokenversion",
+            options={
+                "ordering": ["scope", "-version"],
+                "permissions": [
+                    ("rotate_tokenversion", "Can rotate and revoke cron tokens")
+                ],
+                "verbose_name": "cron token",
+                "verbose_name_plural": "cron tokens",
+            },
         ),
     ]
