@@ -45,18 +45,18 @@ BENCH_BUSY_DRAIN_NOTE = (
     "benchmark: 49 fixed per drain with work, less the idle check "
     "(docs/benchmarks.md §2)"
 )
-# A plain always-on `rq worker` on five idle queues: a 405 s blocking pop, 3
-# commands per wake-up, 51 commands of registry maintenance every ~810 s ≈ 4.2
-# commands a minute per worker process ≈ 182,000 a month (notes, "RQ"; not in
-# docs/benchmarks.md). Without --with-scheduler: with it, ≈ 895 a minute.
-ALWAYS_ON_IDLE_PER_MINUTE = 4.2
-ALWAYS_ON_IDLE_NOTE = "benchmark: `rq worker` idle ≈ 4.2/min per process (notes)"
-# One job on RQ's default forking Worker: 56.52 billed on the wire (§2; the
-# work horse's fresh connection pays redis-py's handshake every job).
-ALWAYS_ON_PER_JOB = 56.52
-ALWAYS_ON_PER_JOB_NOTE = (
-    "benchmark: forking `rq worker` 56.52 per job (docs/benchmarks.md §2)"
+# The console's always-on workers (`manage.py work`, one process for the five
+# queues) idle: one ~1 h blocking pop (3 commands per wake-up) and a
+# scheduled-job scan every 300 s (1 command) = 15.0 an hour = 0.25 a minute
+# (docs/benchmarks.md, "Always-on mode"; a plain `rq worker` spends ~4.2).
+ALWAYS_ON_IDLE_PER_MINUTE = 0.25
+ALWAYS_ON_IDLE_NOTE = (
+    "benchmark: `manage.py work` idle 15.0/h per process (docs/benchmarks.md)"
 )
+# A job on those workers (RQ's in-process worker): 51-52 billed, as on the
+# drain path, without a drain's fixed part.
+ALWAYS_ON_PER_JOB = 52.0
+ALWAYS_ON_PER_JOB_NOTE = "benchmark: 52 per job (docs/benchmarks.md §2)"
 
 # --- Measuring this deployment's own costs -------------------------------------
 # Below these counts the benchmark figures are used: a handful of runs says
@@ -317,12 +317,11 @@ def advise(
     budget (the first warning threshold: following the advice should not set
     off the console's own warning). Among those rows:
 
-    * a budget above the free tier with job traffic gets the lowest-latency
-      row (runbook: paid Redis + active traffic → WORKER_INPROCESS=1);
-    * otherwise the runbook's 5-minute cron drain (free tier → WORKER_INPROCESS=0
-      + 5-min cron), or the fastest slower cron that fits when it does not;
-      faster than 5 minutes buys minutes of latency with idle commands a small
-      budget cannot spare;
+    * with job traffic, the lowest-latency row (the runbook's "paid Redis +
+      active traffic → WORKER_INPROCESS=1", decided by the measured costs
+      rather than by the budget's size);
+    * without jobs in the last 7 days, the runbook's 5-minute cron drain, or
+      the fastest slower cron that fits when it does not;
     * when nothing fits with margin, the cheapest row that still fits; when
       nothing fits at all, no recommendation (runbook §8: upgrade or move).
     """
@@ -418,13 +417,15 @@ def _recommend(
 ) -> tuple[ModeRow | None, str]:
     by_latency = sorted(rows, key=lambda r: r.latency_seconds)
     roomy = [r for r in by_latency if r.fits_with_margin]
-    paid = budget > FREE_TIER_COMMANDS
-    if paid and jobs_last_7d > 0 and roomy:
+    if jobs_last_7d > 0 and roomy:
+        # The runbook keeps free tiers on a 5-minute cron because its always-on
+        # workers cost ~30 commands a minute idle. Measured figures decide here:
+        # when always-on (or a fast cron) fits with margin, latency is free.
         return roomy[0], (
-            f"A budget above the free tier with job traffic: the lowest-latency "
-            f"mode that stays under {margin} % of the budget (runbook: paid Redis "
-            f"+ active traffic → the lowest latency it can afford)."
+            f"With job traffic: the lowest-latency mode whose month stays under "
+            f"{margin} % of the budget, at the measured costs in the table."
         )
+    paid = budget > FREE_TIER_COMMANDS
     slow_enough = [
         r
         for r in roomy

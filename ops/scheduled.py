@@ -38,23 +38,36 @@ def promote_due(
 ) -> tuple[int, float | None]:
     """Promote every due job of `names`; return (promoted, next due time or None).
 
-    Cost: 1 command (EXISTS) when nothing is scheduled; else one pipeline of
-    2 per queue (due ids, earliest remaining) plus the promotions."""
+    Cost: 1 command (EXISTS) when nothing is scheduled; 1 + one per queue (the
+    earliest entry of each registry) when something is scheduled but not due;
+    plus, for queues with due jobs, their ids, the promotion and a re-read."""
     now = time.time() if now is None else now
     keys = [scheduled_key(n) for n in names]
     if not names or client.exists(*keys) == 0:
         return 0, None
-    with client.pipeline(transaction=False) as pipe:
-        for key in keys:
-            pipe.zrangebyscore(key, 0, now)
-        replies = pipe.execute()
+    earliest = _earliest(client, names)
+    due_names = [n for n in names if earliest[n] is not None and earliest[n] <= now]
     promoted = 0
-    for name, due in zip(names, replies, strict=True):
-        if due:
-            promoted += promote(client, name, [as_text(j) for j in due])
-    with client.pipeline(transaction=False) as pipe:
-        for key in keys:
-            pipe.zrange(key, 0, 0, withscores=True)
-        firsts = pipe.execute()
-    upcoming = [entries[0][1] for entries in firsts if entries]
+    if due_names:
+        with client.pipeline(transaction=False) as pipe:
+            for name in due_names:
+                pipe.zrangebyscore(scheduled_key(name), 0, now)
+            replies = pipe.execute()
+        for name, due in zip(due_names, replies, strict=True):
+            if due:
+                promoted += promote(client, name, [as_text(j) for j in due])
+        earliest.update(_earliest(client, due_names))
+    upcoming = [t for t in earliest.values() if t is not None]
     return promoted, (min(upcoming) if upcoming else None)
+
+
+def _earliest(client: redis.Redis, names: list[str]) -> dict[str, float | None]:
+    """Score of the earliest scheduled job per queue: one pipeline, 1 per queue."""
+    with client.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.zrange(scheduled_key(name), 0, 0, withscores=True)
+        firsts = pipe.execute()
+    return {
+        name: (entries[0][1] if entries else None)
+        for name, entries in zip(names, firsts, strict=True)
+    }

@@ -66,14 +66,14 @@ def test_with_few_drains_it_uses_the_benchmark_figures(db):
 
     costs = advice.costs
     # docs/benchmarks.md: 1 per idle tick, 52 per job + 48 per drain with work,
-    # 56.52 per job on a forking `rq worker`; the notes: 4.2/min idle worker.
+    # and the console's always-on workers: 15.0 an hour idle, 52 per job.
     assert (costs.idle_tick.value, costs.idle_tick.measured) == (1, False)
     assert (costs.per_job.value, costs.per_job.measured) == (52, False)
     assert costs.busy_drain_overhead.value == 48
     assert "docs/benchmarks.md" in costs.per_job.note
     assert "docs/benchmarks.md" in costs.idle_tick.note
-    assert costs.always_on_idle_per_minute.value == 4.2
-    assert costs.always_on_per_job.value == 56.52
+    assert costs.always_on_idle_per_minute.value == 0.25
+    assert costs.always_on_per_job.value == 52
 
     jobs_month = 35 * 30 / 7  # 150
     assert advice.jobs_last_7d == 35
@@ -86,9 +86,9 @@ def test_with_few_drains_it_uses_the_benchmark_figures(db):
         "cron-15",
         "cron-30",
     ]
-    assert rows["always-on"].idle_commands == 181_440  # 4.2 x 43,200
-    assert rows["always-on"].job_commands == round(150 * 56.52)  # 8,478
-    assert rows["always-on"].total == 181_440 + 8_478
+    assert rows["always-on"].idle_commands == 10_800  # 0.25 x 43,200
+    assert rows["always-on"].job_commands == 150 * 52  # 7,800
+    assert rows["always-on"].total == 10_800 + 7_800
     assert rows["always-on"].latency_seconds == 0
     for minutes, ticks in ((1, 43_200), (5, 8_640), (15, 2_880), (30, 1_440)):
         row = rows[f"cron-{minutes}"]
@@ -104,8 +104,10 @@ def test_with_few_drains_it_uses_the_benchmark_figures(db):
         assert row.fits and row.fits_with_margin
     # Almost every one of 150 jobs a month gets a drain of its own: ~100 each.
     assert rows["cron-5"].job_commands == 14_938
+    # With jobs, the fastest mode under the margin: always-on, which is also
+    # the cheapest here.
     assert advice.recommended is not None
-    assert advice.recommended.key == "cron-5"
+    assert advice.recommended.key == "always-on"
 
 
 def test_nineteen_idle_drains_and_49_jobs_are_not_enough_samples(db):
@@ -156,7 +158,7 @@ def test_with_enough_drains_it_measures_the_idle_tick_and_the_job_cost(db):
     assert row.total == round(8_640 * idle_tick) + round(jobs_month * per_job)
     # Always-on keeps the benchmark figures: its runs are not drains.
     always_on = rows_by_key(advice)["always-on"]
-    assert always_on.job_commands == round(jobs_month * 56.52)
+    assert always_on.job_commands == round(jobs_month * 52)
 
 
 def test_a_deadline_run_counts_as_work_done(db):
@@ -228,9 +230,11 @@ def test_free_tier_and_idle_queues_recommend_the_5_minute_cron():
     assert "runbook" in advice.reason
 
 
-def test_free_tier_with_jobs_still_recommends_the_5_minute_cron():
+def test_with_jobs_the_lowest_latency_mode_under_the_margin_is_recommended():
+    # Always-on: 181,440 + 3,000 x 57 = 352,440 <= 80 % of 500,000.
     advice = advisor.advise(budget=500_000, jobs_per_month=3_000, costs=BENCH)
-    assert advice.recommended.key == "cron-5"
+    assert rows_by_key(advice)["always-on"].total == 352_440
+    assert advice.recommended.key == "always-on"
 
 
 def test_when_5_minutes_would_pass_the_margin_a_slower_cron_is_recommended():

@@ -156,7 +156,7 @@ def test_a_superuser_reads_the_quota_page_and_sees_the_incident_banner(
             expect(advisor.locator("tbody tr")).to_have_count(5)
             recommended = advisor.locator("tr[data-recommended=true]")
             expect(recommended).to_have_count(1)
-            expect(recommended).to_contain_text("Cron drain every 5 min")
+            expect(recommended).to_contain_text("Always-on workers")
             expect(recommended).to_contain_text("recommended")
             # Enough drains here to measure both costs.
             figures = page.locator("#ops-advisor-figures")

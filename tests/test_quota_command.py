@@ -106,15 +106,15 @@ def test_json_advisor_rows(usage) -> None:
     assert rows["cron-5"]["commandsPerMonth"] == cron(8_640) == 23_578
     assert rows["cron-5"]["latencySeconds"] == 300
     assert rows["cron-30"]["commandsPerMonth"] == cron(1_440)
-    assert rows["always-on"]["commandsPerMonth"] == 181_440 + round(150 * 56.52)
+    assert rows["always-on"]["commandsPerMonth"] == 10_800 + 150 * 52  # 18,600
     assert rows["always-on"]["latencySeconds"] == 0
-    # The budget here is 100,000: always-on (189,918) does not fit.
-    assert rows["always-on"]["fits"] is False
+    # The budget here is 100,000: always-on fits, at 18.6 %.
+    assert rows["always-on"]["fitsWithMargin"] is True
     assert rows["cron-1"]["commandsPerMonth"] == cron(43_200)  # 58,188
     assert rows["cron-1"]["fitsWithMargin"] is True  # 58.2 % < 80 %
-    assert [m for m, r in rows.items() if r["recommended"]] == ["cron-5"]
+    assert [m for m, r in rows.items() if r["recommended"]] == ["always-on"]
     summary = data["advisorSummary"]
-    assert summary["recommended"] == "cron-5"
+    assert summary["recommended"] == "always-on"
     assert summary["jobsLast7d"] == 35
     assert summary["jobsPerMonth"] == jobs_month
     sources = {f["what"]: f["source"] for f in summary["figures"]}
@@ -164,11 +164,9 @@ def test_human_output_starts_with_a_summary_line_then_the_advisor(usage) -> None
         lines.index(next(ln for ln in lines if ln.startswith("Mode advisor"))) :
     ]
     starred = [ln for ln in advisor if ln.startswith("*  ")]
-    assert len(starred) == 1 and "Cron drain every 5 min" in starred[0]
-    assert "23,578" in starred[0]
-    assert any(
-        ln.startswith("* recommended: Cron drain every 5 min.") for ln in advisor
-    )
+    assert len(starred) == 1 and "Always-on workers" in starred[0]
+    assert "18,600" in starred[0]
+    assert any(ln.startswith("* recommended: Always-on workers") for ln in advisor)
 
 
 def test_it_says_when_the_budget_lasts_and_when_an_incident_is_open(db) -> None:

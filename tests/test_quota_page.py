@@ -116,9 +116,9 @@ def test_the_quota_page_shows_chart_sources_and_advisor_and_costs_no_redis(
     modes = re.findall(r'data-mode="([\w-]+)"', advisor_table.group(0))
     assert modes == ["always-on", "cron-1", "cron-5", "cron-15", "cron-30"]
     assert re.findall(r'data-mode="([\w-]+)" data-recommended="true"', html) == [
-        "cron-5"
+        "always-on"
     ]
-    assert "Recommended: Cron drain every 5 min." in _text(html)
+    assert "Recommended: Always-on workers" in _text(html)
     # Where each figure came from.
     assert "benchmark: RQ job life cycle, 52 per job" in html
     assert "benchmark: 1 EXISTS per idle tick" in html
