@@ -19,8 +19,6 @@ Why it is cheap when idle (docs/benchmarks.md has the measured figures):
 from __future__ import annotations
 
 import argparse
-import os
-import socket
 import sys
 from typing import IO, Any
 
@@ -28,7 +26,7 @@ import redis
 from rq.job import JobStatus
 from rq.worker import SimpleWorker
 
-from ops.drain_worker import _die_with_parent
+from ops import children
 from ops.quota_errors import is_quota_exhausted
 
 
@@ -83,32 +81,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--block-s", type=int, required=True)
     args = parser.parse_args(argv)
 
-    _die_with_parent(args.parent_pid)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kaireon.settings")
-    import django
-
-    django.setup()
+    report, meter, client = children.bootstrap(
+        args.parent_pid, args.report_fd, "worker"
+    )
     from ops.queues import rq_queue
-    from ops.redis_client import CommandMeter, make_client
 
-    report = os.fdopen(args.report_fd, "w", buffering=1)
-    # The supervisor books these commands (source "worker") from the reports.
-    meter = CommandMeter("worker", record_usage=False)
-    client = make_client(meter)
     worker = QuietWorker(
         [rq_queue(name, client) for name in args.queues.split(",")],
         name=args.worker_name,
         connection=client,
         report=report,
         meter=meter,
-        prepare_for_work=False,  # no CLIENT SETNAME / CLIENT LIST
         # RQ blocks for worker_ttl - 15 s and keeps the worker key alive for
         # worker_ttl + 60 s: one long block instead of a wake-up every 7 min.
         worker_ttl=args.block_s + 15,
+        **children.worker_kwargs(),
     )
-    worker.hostname = socket.gethostname()
-    worker.pid = os.getpid()
-    worker.ip_address = "unknown"
+    children.identify(worker)
     worker.work(burst=False, logging_level="WARNING")
     report.write(f"done {meter.billed} {meter.total}\n")
     report.flush()

@@ -13,7 +13,6 @@ import logging
 import os
 import selectors
 import subprocess
-import sys
 import time
 import uuid
 from collections import Counter, deque
@@ -24,7 +23,7 @@ import redis
 from django.conf import settings
 from rq.utils import as_text
 
-from ops import incidents, lease, scheduled
+from ops import children, incidents, lease, scheduled
 from ops.drain_options import DrainOptions
 from ops.metering import recorder
 from ops.models import DrainRun, Source, lease_life
@@ -264,42 +263,10 @@ def _drain_with_lease(
 
 def _spawn(run: DrainRun, queue: str, attempt: int, deadline: float) -> _Child:
     worker_name = f"{run.worker_prefix}{queue}.{attempt}"
-    reader, writer = os.pipe()
-    env = dict(os.environ)
-    env.setdefault("DJANGO_SETTINGS_MODULE", "kaireon.settings")
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(settings.BASE_DIR), env.get("PYTHONPATH", "")) if p
+    proc, reader = children.spawn(
+        EXECUTOR_MODULE,
+        ["--queue", queue, "--deadline", repr(deadline), "--worker-name", worker_name],
     )
-    try:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                EXECUTOR_MODULE,
-                "--queue",
-                queue,
-                "--deadline",
-                repr(deadline),
-                "--worker-name",
-                worker_name,
-                "--report-fd",
-                str(writer),
-                "--parent-pid",
-                str(os.getpid()),
-            ],
-            pass_fds=(writer,),
-            cwd=settings.BASE_DIR,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            # Jobs may print; their output goes to our stderr (the server log),
-            # never to our stdout, which `manage.py drain --json` owns.
-            stdout=2,
-        )
-    except BaseException:
-        os.close(reader)
-        raise
-    finally:
-        os.close(writer)
     return _Child(queue=queue, worker_name=worker_name, proc=proc, reader=reader)
 
 

@@ -22,10 +22,6 @@ the job it was running and carries on.
 from __future__ import annotations
 
 import argparse
-import ctypes
-import os
-import signal
-import socket
 import sys
 import time
 from typing import IO, Any
@@ -33,8 +29,7 @@ from typing import IO, Any
 from rq.job import JobStatus
 from rq.worker import SimpleWorker
 
-# Linux prctl option: deliver this signal when the parent dies.
-_PR_SET_PDEATHSIG = 1
+from ops import children
 
 
 class DrainWorker(SimpleWorker):
@@ -83,18 +78,6 @@ class DrainWorker(SimpleWorker):
         self.report.flush()
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """If the drain's process dies, this one must not keep running jobs that
-    nobody will account for: ask the kernel to kill it with its parent."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os._exit(1)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ops.drain_worker")
     parser.add_argument("--queue", required=True)
@@ -104,19 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parent-pid", type=int, required=True)
     args = parser.parse_args(argv)
 
-    _die_with_parent(args.parent_pid)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kaireon.settings")
-    import django
-
-    django.setup()
+    report, meter, client = children.bootstrap(
+        args.parent_pid, args.report_fd, "drain-jobs"
+    )
     from ops.queues import rq_queue
-    from ops.redis_client import CommandMeter, make_client
 
-    report = os.fdopen(args.report_fd, "w", buffering=1)
-    # The parent books this process's commands from the report lines; counting
-    # them here too would bill them twice.
-    meter = CommandMeter("drain-jobs", record_usage=False)
-    client = make_client(meter)
     worker = DrainWorker(
         [rq_queue(args.queue, client)],
         name=args.worker_name,
@@ -124,13 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         deadline=args.deadline,
         report=report,
         meter=meter,
-        # prepare_for_work would send CLIENT SETNAME + CLIENT LIST to learn an
-        # IP address RQ only displays: two commands per child for nothing.
-        prepare_for_work=False,
+        **children.worker_kwargs(),
     )
-    worker.hostname = socket.gethostname()
-    worker.pid = os.getpid()
-    worker.ip_address = "unknown"
+    children.identify(worker)
     worker.work(burst=True, logging_level="WARNING")
     report.write(f"done {meter.billed} {meter.total}\n")
     report.flush()

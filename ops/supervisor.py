@@ -20,7 +20,6 @@ import selectors
 import signal
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +29,7 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
 
-from ops import incidents, runtime, scheduled
+from ops import children, incidents, runtime, scheduled
 from ops.metering import recorder
 from ops.models import Source, WorkerProcess
 from ops.queues import enabled_queue_names
@@ -155,36 +154,17 @@ class Supervisor:
         name = (
             f"kwork.{self.role}.{self.host}.{os.getpid()}.{slot.index}.{slot.attempt}"
         )
-        reader, writer = os.pipe()
-        env = dict(os.environ)
-        env.setdefault("DJANGO_SETTINGS_MODULE", "kaireon.settings")
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(settings.BASE_DIR), env.get("PYTHONPATH", "")) if p
+        slot.proc, reader = children.spawn(
+            "ops.always_on_worker",
+            [
+                "--queues",
+                ",".join(slot.queues),
+                "--worker-name",
+                name,
+                "--block-s",
+                str(self.block_s),
+            ],
         )
-        try:
-            slot.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "ops.always_on_worker",
-                    "--queues",
-                    ",".join(slot.queues),
-                    "--worker-name",
-                    name,
-                    "--report-fd",
-                    str(writer),
-                    "--parent-pid",
-                    str(os.getpid()),
-                    "--block-s",
-                    str(self.block_s),
-                ],
-                pass_fds=(writer,),
-                cwd=settings.BASE_DIR,
-                env=env,
-                stdin=subprocess.DEVNULL,
-            )
-        finally:
-            os.close(writer)
         slot.reader = reader
         slot.buffer = b""
         slot.billed = slot.total = 0
