@@ -34,10 +34,10 @@ from django.utils.safestring import SafeString
 
 from ops import scheduler_recipes, tokens
 from ops.admin import DRAIN_PERMISSION, LINE_BREAK, can_drain
-from ops.drain import ErrorCode, drain
+from ops.drain import drain
 from ops.drain_options import DrainOptionError, parse_options
 from ops.models import DrainRun, TokenVersion
-from ops.results import drain_result
+from ops.results import drain_answer
 
 ROTATE_PERMISSION = "ops.rotate_tokenversion"
 # The bound of manage.py rotate_token and of the TOKEN_GRACE_HOURS setting.
@@ -50,14 +50,6 @@ STATE_COLOURS = {
     TokenVersion.State.GRACE: "#b45309",
     TokenVersion.State.EXPIRED: "#6b7280",
     TokenVersion.State.REVOKED: "#b91c1c",
-}
-
-# The endpoint's status for a run's error code (mirrors ops.api.drain_queues;
-# tests/test_scheduler_setup.py compares the two).
-ENDPOINT_STATUS_FOR_ERROR = {
-    ErrorCode.REDIS_UNAVAILABLE: 503,
-    ErrorCode.REDIS_QUOTA_EXHAUSTED: 503,
-    ErrorCode.INTERNAL: 500,
 }
 
 
@@ -174,18 +166,6 @@ def _after_rotation(grace: timedelta, now: datetime) -> list[_ScopeVersions]:
         )
         for scope, label in TokenVersion.Scope.choices
     ]
-
-
-def endpoint_answer(run: DrainRun) -> tuple[int, dict[str, Any]]:
-    """The status and JSON body POST /api/v1/cron/drain-queues gives for `run`."""
-    result = drain_result(run)
-    if run.status == DrainRun.Status.SKIPPED:
-        result.update(
-            error="drain_running",
-            detail=f"Drain {run.blocked_by} is running; this call did nothing.",
-        )
-        return 409, result
-    return ENDPOINT_STATUS_FOR_ERROR.get(run.error_code, 200), result
 
 
 # --- The admin ----------------------------------------------------------------
@@ -553,7 +533,7 @@ class TokenVersionAdmin(admin.ModelAdmin):
             requested_by=request.user,
             caller=f"scheduler setup test by {request.user}",
         )
-        status, body = endpoint_answer(run)
+        status, body = drain_answer(run)
         return {
             "run": run,
             "status": status,

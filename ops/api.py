@@ -24,10 +24,10 @@ from django.views.decorators.csrf import csrf_exempt
 from ops import ratelimit, tokens
 from ops.client_ip import client_ip
 from ops.cron_status import cron_status
-from ops.drain import ErrorCode, drain
+from ops.drain import drain
 from ops.drain_options import DrainOptionError, parse_options
 from ops.models import DrainRun
-from ops.results import drain_result
+from ops.results import drain_answer
 from ops.retention import prune_history
 
 log = logging.getLogger(__name__)
@@ -174,12 +174,6 @@ def _from_querydict(data: Any) -> dict[str, Any]:
     return given
 
 
-_STATUS_FOR_ERROR = {
-    ErrorCode.REDIS_UNAVAILABLE: 503,
-    ErrorCode.REDIS_QUOTA_EXHAUSTED: 503,
-}
-
-
 @cron_endpoint(scope=tokens.Scope.DRAIN, method="POST")
 def drain_queues(
     request: HttpRequest, *, credential: tokens.Credential, ip: str
@@ -196,16 +190,7 @@ def drain_queues(
         caller=f"cron {ip}",
         credential=credential.source,
     )
-    result = drain_result(run)
-    if run.status == DrainRun.Status.SKIPPED:
-        result.update(
-            error="drain_running",
-            detail=f"Drain {run.blocked_by} is running; this call did nothing.",
-        )
-        return JsonResponse(result, status=409)
-    status = _STATUS_FOR_ERROR.get(run.error_code, 200)
-    if run.error_code == ErrorCode.INTERNAL:
-        status = 500
+    status, result = drain_answer(run)
     return JsonResponse(result, status=status)
 
 

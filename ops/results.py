@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ops.drain import ErrorCode
 from ops.models import DrainRun
 
 
@@ -33,6 +34,27 @@ def drain_result(run: DrainRun) -> dict[str, Any]:
     if run.error:
         result["detail"] = run.error
     return result
+
+
+# The cron endpoint's HTTP status for a finished run's error code.
+_STATUS_FOR_ERROR = {
+    ErrorCode.REDIS_UNAVAILABLE: 503,
+    ErrorCode.REDIS_QUOTA_EXHAUSTED: 503,
+    ErrorCode.INTERNAL: 500,
+}
+
+
+def drain_answer(run: DrainRun) -> tuple[int, dict[str, Any]]:
+    """The status and JSON body POST /api/v1/cron/drain-queues gives for `run`
+    (also shown by the admin's "send a test drain")."""
+    result = drain_result(run)
+    if run.status == DrainRun.Status.SKIPPED:
+        result.update(
+            error="drain_running",
+            detail=f"Drain {run.blocked_by} is running; this call did nothing.",
+        )
+        return 409, result
+    return _STATUS_FOR_ERROR.get(run.error_code, 200), result
 
 
 def summary_line(run: DrainRun) -> str:
