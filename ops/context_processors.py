@@ -97,3 +97,18 @@ def _reverse(name: str, *args: Any) -> str:
 
 def quota_banner(request: HttpRequest) -> dict[str, Any]:
     return {"ops_quota": SimpleLazyObject(lambda: banner_for(request))}
+
+
+class _PageCost:
+    """Read when the footer renders, at the end of the page: by then the view
+    has sent everything it will send."""
+
+    def __str__(self) -> str:
+        from ops.metering import page_commands
+
+        spent = page_commands()
+        return "" if spent is None else str(spent)
+
+
+def page_cost(request: HttpRequest) -> dict[str, Any]:
+    return {"ops_page_cost": _PageCost()}

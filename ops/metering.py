@@ -15,6 +15,9 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 
 from django.conf import settings
@@ -124,6 +127,33 @@ def _increment(source: str, hour: datetime, billed: int, unbilled: int) -> None:
 
 
 recorder = UsageRecorder()
+
+# Billable commands sent while serving the current admin page (see
+# ops/middleware.py): what the page footer says the page cost.
+_page_commands: ContextVar[list[int] | None] = ContextVar(
+    "kaireon_page_commands", default=None
+)
+
+
+@contextmanager
+def counting_page() -> Iterator[None]:
+    token = _page_commands.set([0])
+    try:
+        yield
+    finally:
+        _page_commands.reset(token)
+
+
+def count_for_page(billed: int) -> None:
+    counter = _page_commands.get()
+    if counter is not None:
+        counter[0] += billed
+
+
+def page_commands() -> int | None:
+    """Billable commands the page being served has sent so far, if counted."""
+    counter = _page_commands.get()
+    return None if counter is None else counter[0]
 
 
 @atexit.register

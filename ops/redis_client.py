@@ -27,7 +27,7 @@ from redis.connection import (
     parse_url,
 )
 
-from ops.metering import recorder
+from ops.metering import count_for_page, recorder
 
 # Upstash documents these as not billed (../shared/notes/redis-costs.md).
 UNBILLED_COMMANDS = frozenset({"AUTH", "INFO", "PING", "QUIT", "COMMAND"})
@@ -51,8 +51,10 @@ class CommandMeter:
     def record(self, name: str) -> None:
         with self._lock:
             self.by_command[name] += 1
+        billed = name not in UNBILLED_COMMANDS
+        if billed:
+            count_for_page(1)
         if self.record_usage:
-            billed = name not in UNBILLED_COMMANDS
             recorder.add(self.source, int(billed), int(not billed))
 
     @property
