@@ -79,11 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-fd", type=int, required=True)
     parser.add_argument("--parent-pid", type=int, required=True)
     parser.add_argument("--block-s", type=int, required=True)
+    parser.add_argument("--tally-fd", type=int, required=True)
     args = parser.parse_args(argv)
 
-    report, meter, client = children.bootstrap(
-        args.parent_pid, args.report_fd, "worker"
-    )
+    children.setup_child(args.parent_pid)
+    tally = children.SharedTally(args.tally_fd)
+    report, meter, client = children.child_client(args.report_fd, "worker", tally)
     from ops.queues import rq_queue
 
     worker = QuietWorker(

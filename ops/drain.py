@@ -23,7 +23,7 @@ import redis
 from django.conf import settings
 from rq.utils import as_text
 
-from ops import children, incidents, lease, scheduled
+from ops import children, drain_worker, incidents, lease, scheduled
 from ops.drain_options import DrainOptions
 from ops.metering import recorder
 from ops.models import DrainRun, Source, lease_life
@@ -70,8 +70,9 @@ class _Tally:
 class _Child:
     queue: str
     worker_name: str
-    proc: subprocess.Popen[bytes]
+    proc: subprocess.Popen[bytes] | children.ForkedChild
     reader: int
+    tally: children.SharedTally
     buffer: bytes = b""
     current_job: str | None = None
     billed: int = 0
@@ -96,11 +97,14 @@ def drain(
     requested_by: Any = None,
     caller: str = "",
     credential: str = "",
+    fork_children: bool = False,
 ) -> DrainRun:
     """Drain the selected queues once. Returns the finished DrainRun.
 
     Never raises for Redis trouble or job failures: the run records them. A
     second caller while a drain holds the lease gets a `skipped` run at once.
+    `fork_children` (for `manage.py drain`, a process that does nothing else)
+    forks the queue workers instead of starting fresh interpreters.
     """
     run = DrainRun.objects.create(
         trigger=trigger,
@@ -136,7 +140,7 @@ def drain(
     escaping: BaseException | None = None
     try:
         recovered = _recover_dead_runs(run, client)
-        _drain_with_lease(run, options, client, meter, outcome)
+        _drain_with_lease(run, options, client, meter, outcome, fork_children)
         incidents.succeeded(quota_gate)
     except BaseException as exc:
         # Whatever happened, the run is finished and the lease released below:
@@ -220,6 +224,7 @@ def _drain_with_lease(
     client: redis.Redis,
     meter: CommandMeter,
     outcome: _Outcome,
+    fork_children: bool = False,
 ) -> None:
     names = list(options.queues)
     if not names:
@@ -252,7 +257,7 @@ def _drain_with_lease(
     with_work = [name for name in names if depths[name] > 0]
     if with_work:
         deadline = run.started.timestamp() + options.max_duration_ms / 1000
-        _run_children(run, options, with_work, deadline, client, outcome)
+        _run_children(run, options, with_work, deadline, client, outcome, fork_children)
 
     with client.pipeline(transaction=False) as pipe:
         for name in names:
@@ -261,13 +266,35 @@ def _drain_with_lease(
             outcome.tallies[name].remaining = left
 
 
-def _spawn(run: DrainRun, queue: str, attempt: int, deadline: float) -> _Child:
+def _spawn(
+    run: DrainRun, queue: str, attempt: int, deadline: float, fork: bool
+) -> _Child:
     worker_name = f"{run.worker_prefix}{queue}.{attempt}"
-    proc, reader = children.spawn(
-        EXECUTOR_MODULE,
-        ["--queue", queue, "--deadline", repr(deadline), "--worker-name", worker_name],
+    tally = children.SharedTally()
+    proc: Any
+    if fork:
+        proc, reader = children.fork(
+            lambda fd, shared: drain_worker.drain_queue(
+                queue, deadline, worker_name, fd, shared
+            ),
+            tally,
+        )
+    else:
+        proc, reader = children.spawn(
+            EXECUTOR_MODULE,
+            [
+                "--queue",
+                queue,
+                "--deadline",
+                repr(deadline),
+                "--worker-name",
+                worker_name,
+            ],
+            tally,
+        )
+    return _Child(
+        queue=queue, worker_name=worker_name, proc=proc, reader=reader, tally=tally
     )
-    return _Child(queue=queue, worker_name=worker_name, proc=proc, reader=reader)
 
 
 def _read(child: _Child, tally: _Tally) -> bool:
@@ -305,6 +332,7 @@ def _run_children(
     deadline: float,
     client: redis.Redis,
     outcome: _Outcome,
+    fork: bool = False,
 ) -> None:
     hard_deadline = deadline + settings.DRAIN_JOB_GRACE_MS / 1000
     waiting = deque(queues)
@@ -318,6 +346,10 @@ def _run_children(
         os.close(child.reader)
         del active[child.reader]
         returncode = child.proc.wait()
+        # The shared tally is exact even when a job killed the process before
+        # it could report its last counts.
+        child.billed, child.total = child.tally.read()
+        child.tally.close()
         outcome.child_billed += child.billed
         # The child does not write usage itself; its parent books it.
         recorder.add(Source.DRAIN_JOBS, child.billed, child.total - child.billed)
@@ -359,7 +391,7 @@ def _run_children(
                     break
                 name = waiting.popleft()
                 attempts[name] += 1
-                child = _spawn(run, name, attempts[name], deadline)
+                child = _spawn(run, name, attempts[name], deadline, fork)
                 active[child.reader] = child
                 selector.register(child.reader, selectors.EVENT_READ, child)
             if not active:

@@ -78,25 +78,22 @@ class DrainWorker(SimpleWorker):
         self.report.flush()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ops.drain_worker")
-    parser.add_argument("--queue", required=True)
-    parser.add_argument("--deadline", type=float, required=True, help="epoch seconds")
-    parser.add_argument("--worker-name", required=True)
-    parser.add_argument("--report-fd", type=int, required=True)
-    parser.add_argument("--parent-pid", type=int, required=True)
-    args = parser.parse_args(argv)
-
-    report, meter, client = children.bootstrap(
-        args.parent_pid, args.report_fd, "drain-jobs"
-    )
+def drain_queue(
+    queue: str,
+    deadline: float,
+    worker_name: str,
+    report_fd: int,
+    tally: children.SharedTally,
+) -> int:
+    """Drain one queue until it is empty or the deadline passes (Django set up)."""
     from ops.queues import rq_queue
 
+    report, meter, client = children.child_client(report_fd, "drain-jobs", tally)
     worker = DrainWorker(
-        [rq_queue(args.queue, client)],
-        name=args.worker_name,
+        [rq_queue(queue, client)],
+        name=worker_name,
         connection=client,
-        deadline=args.deadline,
+        deadline=deadline,
         report=report,
         meter=meter,
         **children.worker_kwargs(),
@@ -106,6 +103,25 @@ def main(argv: list[str] | None = None) -> int:
     report.write(f"done {meter.billed} {meter.total}\n")
     report.flush()
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ops.drain_worker")
+    parser.add_argument("--queue", required=True)
+    parser.add_argument("--deadline", type=float, required=True, help="epoch seconds")
+    parser.add_argument("--worker-name", required=True)
+    parser.add_argument("--report-fd", type=int, required=True)
+    parser.add_argument("--parent-pid", type=int, required=True)
+    parser.add_argument("--tally-fd", type=int, required=True)
+    args = parser.parse_args(argv)
+    children.setup_child(args.parent_pid)
+    return drain_queue(
+        args.queue,
+        args.deadline,
+        args.worker_name,
+        args.report_fd,
+        children.SharedTally(args.tally_fd),
+    )
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -42,16 +43,32 @@ class CommandMeter:
     a drain's child process reports its counts to its parent instead.
     """
 
-    def __init__(self, source: str = "other", *, record_usage: bool = True) -> None:
+    def __init__(
+        self,
+        source: str = "other",
+        *,
+        record_usage: bool = True,
+        mirror: Callable[[int, int], None] | None = None,
+    ) -> None:
         self._lock = threading.Lock()
         self.by_command: Counter[str] = Counter()
         self.source = source
         self.record_usage = record_usage
+        # Called with (billed, total) after every command: a child process
+        # keeps its parent's copy current (ops/children.py), so the counts
+        # survive a job that kills the process.
+        self.mirror = mirror
+        self._billed = 0
+        self._total = 0
 
     def record(self, name: str) -> None:
+        billed = name not in UNBILLED_COMMANDS
         with self._lock:
             self.by_command[name] += 1
-        billed = name not in UNBILLED_COMMANDS
+            self._total += 1
+            self._billed += billed
+            if self.mirror is not None:
+                self.mirror(self._billed, self._total)
         if billed:
             count_for_page(1)
         if self.record_usage:
@@ -60,14 +77,12 @@ class CommandMeter:
     @property
     def total(self) -> int:
         with self._lock:
-            return sum(self.by_command.values())
+            return self._total
 
     @property
     def billed(self) -> int:
         with self._lock:
-            return sum(
-                n for cmd, n in self.by_command.items() if cmd not in UNBILLED_COMMANDS
-            )
+            return self._billed
 
 
 def _command_name(args: tuple[Any, ...]) -> str:

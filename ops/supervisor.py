@@ -64,6 +64,7 @@ class Slot:
     stopping: bool = False
     quota_error: str = ""
     gate: Any = None
+    tally: Any = None  # children.SharedTally of the current process
 
 
 @dataclass
@@ -154,6 +155,7 @@ class Supervisor:
         name = (
             f"kwork.{self.role}.{self.host}.{os.getpid()}.{slot.index}.{slot.attempt}"
         )
+        slot.tally = children.SharedTally()
         slot.proc, reader = children.spawn(
             "ops.always_on_worker",
             [
@@ -164,6 +166,7 @@ class Supervisor:
                 "--block-s",
                 str(self.block_s),
             ],
+            slot.tally,
         )
         slot.reader = reader
         slot.buffer = b""
@@ -235,6 +238,11 @@ class Supervisor:
         os.close(slot.reader)
         assert slot.proc is not None and slot.row is not None
         status = slot.proc.wait()
+        # Book what the reports missed (a job that killed the process).
+        if slot.tally is not None:
+            self._book(slot, *slot.tally.read())
+            slot.tally.close()
+            slot.tally = None
         row, proc_stopping = slot.row, slot.stopping
         slot.proc = None
         if slot.quota_error:

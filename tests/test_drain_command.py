@@ -250,3 +250,29 @@ def _alive(pid: int) -> bool:
             return stat.read().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_the_cli_forks_its_queue_workers_and_still_counts_and_isolates(
+    wire, manage_py, rq_client
+):
+    """`manage.py drain` forks its queue workers (no fresh interpreter): a job
+    that kills its process is still failed, the rest still run, a timeout still
+    fires, and every command the forked workers sent is in the run's count."""
+    queue = RQQueue("seed-jobs", connection=rq_client)
+    crash = queue.enqueue("ops.jobs.crash")
+    slow = queue.enqueue("ops.jobs.sleep", 20_000, job_timeout=1)
+    ok = [queue.enqueue("tests.jobs.add", i, 1) for i in range(3)]
+    RQQueue("dsar-jobs", connection=rq_client).enqueue("tests.jobs.add", 5, 5)
+    wire.reset()
+    result = manage_py("drain", "--json")
+    body = json.loads(result.stdout)
+    assert result.returncode == 1  # jobs failed
+    assert body["queues"]["seed-jobs"] == {"processed": 5, "failed": 2, "remaining": 0}
+    assert body["queues"]["dsar-jobs"]["processed"] == 1
+    assert body["redisCommands"] == wire.billed()
+    assert "AbandonedJobError" in Job.fetch(crash.id, connection=rq_client).exc_info
+    assert "JobTimeoutException" in Job.fetch(slow.id, connection=rq_client).exc_info
+    for job in ok:
+        assert (
+            Job.fetch(job.id, connection=rq_client).get_status() == JobStatus.FINISHED
+        )

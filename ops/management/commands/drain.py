@@ -76,7 +76,14 @@ class Command(BaseCommand):
             ) from None
 
         caller = f"{getpass.getuser()}@{socket.gethostname()} pid {os.getpid()}"
-        run = drain(trigger=DrainRun.Trigger.CLI, options=options, caller=caller)
+        # This process does nothing else: fork the queue workers rather than
+        # start fresh interpreters (~0.7 s of start-up each).
+        run = drain(
+            trigger=DrainRun.Trigger.CLI,
+            options=options,
+            caller=caller,
+            fork_children=True,
+        )
         if opts["json"]:
             self.stdout.write(json.dumps(drain_result(run), indent=2))
         else:
