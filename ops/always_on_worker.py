@@ -79,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-fd", type=int, required=True)
     parser.add_argument("--parent-pid", type=int, required=True)
     parser.add_argument("--block-s", type=int, required=True)
-    parser.add_argument("--tally-fd", type=int, required=True)
+    # Where the parent reads this process's command counts (a private one
+    # when run by hand).
+    parser.add_argument("--tally-fd", type=int, default=None)
     args = parser.parse_args(argv)
 
     children.setup_child(args.parent_pid)
