@@ -623,7 +623,8 @@ def promotion(lane: Lane) -> dict[str, Any]:
             kind = "promoting scan"
         elif at < scheduled_at:
             kind = "nothing scheduled"
-        elif "ZRANGEBYSCORE" in cmds:
+        elif "ZRANGEBYSCORE" in cmds or "ZRANGE" in cmds:
+            # The scan found the registry non-empty and read its earliest entry.
             kind = "job scheduled, not due"
         else:
             kind = "nothing scheduled"
