@@ -19,7 +19,7 @@ from django.conf import settings
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
-from ops.models import CommandUsage, DrainRun, Source
+from ops.models import CommandUsage, DrainRun, Source, WorkerProcess
 
 # --- Benchmark figures: the one place they live -------------------------------
 # From docs/benchmarks.md (bench/drain_bench.py, run of 2026-11-29; redis 7.0.15,
@@ -265,12 +265,21 @@ def measured_costs(now: datetime | None = None) -> Costs:
 
 
 def jobs_last_7d(now: datetime) -> int:
-    return (
+    """Jobs drained, plus jobs run by always-on worker processes alive in the
+    window (their whole count: a process's jobs are not dated one by one)."""
+    drained = (
         DrainRun.objects.filter(
             started__gte=now - VOLUME_WINDOW, started__lte=now
         ).aggregate(jobs=Sum("total_processed"))["jobs"]
         or 0
     )
+    by_workers = (
+        WorkerProcess.objects.filter(
+            heartbeat__gte=now - VOLUME_WINDOW, started__lte=now
+        ).aggregate(jobs=Sum("processed"))["jobs"]
+        or 0
+    )
+    return drained + by_workers
 
 
 def other_commands_last_7d(now: datetime) -> int:
@@ -283,7 +292,7 @@ def other_commands_last_7d(now: datetime) -> int:
 
 
 def advice_now(now: datetime | None = None, *, workers: int = 1) -> Advice:
-    """The advisor table from the database (three queries, no Redis)."""
+    """The advisor table from the database (four queries, no Redis)."""
     now = now or timezone.now()
     week_to_month = MONTH_DAYS / 7
     jobs = jobs_last_7d(now)

@@ -422,6 +422,8 @@ class WorkerProcess(models.Model):
     stopped = models.DateTimeField(null=True, blank=True)
     restarts = models.PositiveIntegerField(default=0)
     exit_status = models.IntegerField(null=True, blank=True)
+    processed = models.PositiveIntegerField(default=0, help_text="Jobs run to an end.")
+    failed = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["-started"]

@@ -208,13 +208,23 @@ class Supervisor:
                 incidents.succeeded(slot.gate)  # it talked to Redis: quota is back
                 slot.gate = None
             slot.current_job = None
-            self._save(row, state=WorkerProcess.State.IDLE, current_job="")
+            if row.state != WorkerProcess.State.IDLE:
+                self._save(row, state=WorkerProcess.State.IDLE, current_job="")
         elif kind == "start" and fields:
             slot.current_job = fields[0]
             self._save(row, state=WorkerProcess.State.BUSY, current_job=fields[0])
         elif kind == "end" and len(fields) == 4:
             slot.current_job = None
             self._book(slot, int(fields[2]), int(fields[3]))
+            # Job counts feed the quota advisor's job volume (drains count
+            # theirs in DrainRun).
+            self._save(
+                row,
+                state=WorkerProcess.State.IDLE,
+                current_job="",
+                processed=row.processed + 1,
+                failed=row.failed + (fields[1] != "ok"),
+            )
         elif kind == "quota":
             slot.quota_error = rest
         elif kind == "done" and len(fields) == 2:

@@ -311,3 +311,35 @@ def test_several_always_on_workers_multiply_the_idle_cost():
 def test_reading_the_advice_costs_no_redis_command(db, wire):
     advisor.advice_now(NOW)
     assert wire.total == 0
+
+
+def test_jobs_run_by_always_on_workers_count_in_the_job_volume(db):
+    from ops.models import WorkerProcess
+
+    DrainRun.objects.create(
+        trigger="cron",
+        status="succeeded",
+        started=NOW - timedelta(days=1),
+        total_processed=10,
+    )
+    WorkerProcess.objects.create(
+        name="w1",
+        role="dedicated",
+        host="h",
+        pid=1,
+        queues=["batch-jobs"],
+        started=NOW - timedelta(days=2),
+        heartbeat=NOW - timedelta(hours=1),
+        processed=25,
+    )
+    WorkerProcess.objects.create(  # stopped before the window: not counted
+        name="w0",
+        role="dedicated",
+        host="h",
+        pid=1,
+        queues=["batch-jobs"],
+        started=NOW - timedelta(days=20),
+        heartbeat=NOW - timedelta(days=9),
+        processed=1000,
+    )
+    assert advisor.jobs_last_7d(NOW) == 35

@@ -76,6 +76,8 @@ def test_inprocess_workers_run_a_job_within_seconds_without_a_drain(
     job = RQQueue("batch-jobs", connection=rq_client).enqueue("tests.jobs.add", 2, 3)
     wait_for(lambda: job_status(job, rq_client) == JobStatus.FINISHED, timeout=15)
     assert Job.fetch(job.id, connection=rq_client).return_value() == 5
+    # The supervisor counts it for the quota advisor's job volume.
+    wait_for(lambda: WorkerProcess.objects.filter(processed=1, failed=0).exists())
 
 
 def test_with_worker_inprocess_0_nothing_consumes_until_a_drain(supervisor, rq_client):
