@@ -1,8 +1,9 @@
 """The drain engine: the one function every interface calls to drain the queues.
 
 An idle drain costs one Redis command: a single EXISTS over every selected
-queue's list and scheduled registry. Only when that finds work does the engine
-promote due scheduled jobs and start child processes (ops/drain_worker.py, the
+queue's list, scheduled registry and intermediate list. Only when that finds
+work does the engine requeue stranded jobs, promote due scheduled jobs and start
+child processes (ops/drain_worker.py, the
 job-execution seam), at most `max_concurrent_queues` at a time, in priority
 order, until the queues are empty or the time budget is spent.
 """
