@@ -178,8 +178,6 @@ def fork(
     """
     from django.db import connections
 
-    from ops.metering import recorder
-
     connections.close_all()
     parent_pid = os.getpid()
     reader, writer = os.pipe()
@@ -190,7 +188,6 @@ def fork(
             os.close(reader)
             os.dup2(2, 1)  # jobs' prints go to stderr, never into --json output
             die_with_parent(parent_pid)
-            recorder.discard()  # the parent's unflushed counts stay the parent's
             code = target(writer, tally)
         except BaseException:
             traceback.print_exc()

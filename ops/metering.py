@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import threading
 import time
 from collections import defaultdict
@@ -51,6 +52,14 @@ class UsageRecorder:
             counts[1] += unbilled
         if self._thread is None:
             self._start_flusher()
+
+    def after_fork_in_child(self) -> None:
+        """A forked child starts with no counts of its own, fresh locks (the
+        flusher thread may have held one at the fork) and no flusher thread."""
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._pending = defaultdict(lambda: [0, 0])
+        self._thread = None
 
     def pending(self) -> dict[tuple[str, float], list[int]]:
         with self._lock:
@@ -127,6 +136,9 @@ def _increment(source: str, hour: datetime, billed: int, unbilled: int) -> None:
 
 
 recorder = UsageRecorder()
+# The parent's unflushed counts stay the parent's: a fork must not book them
+# twice (ops/children.py forks drain workers).
+os.register_at_fork(after_in_child=recorder.after_fork_in_child)
 
 # Billable commands sent while serving the current admin page (see
 # ops/middleware.py): what the page footer says the page cost.
