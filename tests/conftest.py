@@ -4,7 +4,9 @@ password, nothing on disk), flushed before every test, and a counting proxy."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import redis
@@ -14,6 +16,9 @@ from bench.fault_proxy import FaultProxy
 from bench.redis_server import PrivateRedis
 from bench.wire_proxy import WireProxy
 from ops.metering import recorder
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
 
 
 @pytest.fixture(scope="session")
@@ -134,3 +139,66 @@ def fault(redis_server: PrivateRedis) -> Iterator[FaultProxy]:
     finally:
         proxy.close()
         _point_at(redis_server.url())
+
+
+# End-to-end tests drive Debian's Chromium, never a downloaded one.
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def browser_page(monkeypatch: pytest.MonkeyPatch) -> Iterator[Page]:
+    """A page in a fresh headless Chromium (viewport 1280x900, default timeout
+    60 s: the admin's "Drain now" runs the drain inside the POST). The browser
+    is closed afterwards."""
+    # A missing browser is a broken test machine, not a reason to pass quietly.
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium package")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as exc:
+        pytest.fail(f"the playwright package is missing from the venv: {exc}")
+    # Playwright's sync API runs an event loop in this thread; the ORM calls
+    # the test makes around it would otherwise raise SynchronousOnlyOperation.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
+        )
+        try:
+            context = browser.new_context(viewport={"width": 1280, "height": 900})
+            page = context.new_page()
+            page.set_default_timeout(60_000)
+            yield page
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def admin_login() -> Callable[..., None]:
+    """Log in through the admin login form; the caller checks where it lands.
+    Call as admin_login(page, live_server.url, username, password, next_path=...)."""
+
+    def login(
+        page: Page,
+        live_server_url: str,
+        username: str,
+        password: str,
+        next_path: str = "/admin/",
+    ) -> None:
+        page.goto(f"{live_server_url}/admin/login/?next={next_path}")
+        page.fill("#id_username", username)
+        page.fill("#id_password", password)
+        page.click("input[type=submit]")
+
+    return login

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import redis
@@ -13,17 +14,9 @@ from django.contrib.auth.models import User
 from ops.enqueue import enqueue_canaries
 from ops.models import DrainRun
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
 SCREENSHOT = Path("/tmp/kaireon-e2e.png")  # the run page, the end state
 # The pages on the way, for a person to look at.
 QUEUES_SCREENSHOT = Path("/tmp/kaireon-e2e-queues.png")
@@ -33,64 +26,48 @@ FORM_SCREENSHOT = Path("/tmp/kaireon-e2e-drain-form.png")
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
 def test_a_superuser_drains_from_the_browser_and_sees_the_run(
-    live_server, raw_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+    live_server, raw_redis: redis.Redis, browser_page: Page, admin_login
 ) -> None:
-    # A missing browser is a broken test machine, not a reason to pass quietly.
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium package")
-    try:
-        from playwright.sync_api import expect, sync_playwright
-    except ImportError as exc:
-        pytest.fail(f"the playwright package is missing from the venv: {exc}")
-    # Playwright's sync API runs an event loop in this thread; the ORM calls
-    # this test makes around it would otherwise raise SynchronousOnlyOperation.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    # The fixture has already failed the test if playwright is missing.
+    from playwright.sync_api import expect
 
+    page = browser_page  # its 60 s default timeout: the drain runs inside the POST
     User.objects.create_superuser("boss", password="correct horse battery")
     enqueue_canaries("batch-jobs", kind="noop", count=4)
     SCREENSHOT.unlink(missing_ok=True)
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
-        )
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.set_default_timeout(60_000)  # the drain runs inside the POST
+    admin_login(
+        page,
+        live_server.url,
+        "boss",
+        "correct horse battery",
+        next_path="/admin/ops/queue/",
+    )
+    expect(page).to_have_url(re.compile(r"/admin/ops/queue/$"))
+    batch_row = page.locator("#result_list tr", has_text="batch-jobs")
+    expect(batch_row.locator("td.field-queued")).to_have_text("4")
+    expect(page.locator("#ops-redis-cost")).to_contain_text("spent")
+    page.screenshot(path=str(QUEUES_SCREENSHOT), full_page=True)
 
-            page.goto(f"{live_server.url}/admin/login/?next=/admin/ops/queue/")
-            page.fill("#id_username", "boss")
-            page.fill("#id_password", "correct horse battery")
-            page.click("input[type=submit]")
-            expect(page).to_have_url(re.compile(r"/admin/ops/queue/$"))
-            batch_row = page.locator("#result_list tr", has_text="batch-jobs")
-            expect(batch_row.locator("td.field-queued")).to_have_text("4")
-            expect(page.locator("#ops-redis-cost")).to_contain_text("spent")
-            page.screenshot(path=str(QUEUES_SCREENSHOT), full_page=True)
+    page.goto(f"{live_server.url}/admin/ops/drainrun/")
+    page.click("a.ops-drain-link")
+    expect(page).to_have_url(re.compile(r"/admin/ops/drainrun/drain/$"))
+    expect(page.locator("h1")).to_have_text("Drain now")
+    expect(page.locator("input[name=queues][value=batch-jobs]")).to_be_checked()
+    page.screenshot(path=str(FORM_SCREENSHOT), full_page=True)
 
-            page.goto(f"{live_server.url}/admin/ops/drainrun/")
-            page.click("a.ops-drain-link")
-            expect(page).to_have_url(re.compile(r"/admin/ops/drainrun/drain/$"))
-            expect(page.locator("h1")).to_have_text("Drain now")
-            expect(page.locator("input[name=queues][value=batch-jobs]")).to_be_checked()
-            page.screenshot(path=str(FORM_SCREENSHOT), full_page=True)
+    page.click("input[type=submit][name=_drain]")
+    expect(page).to_have_url(re.compile(r"/admin/ops/drainrun/\d+/change/$"))
 
-            page.click("input[type=submit][name=_drain]")
-            expect(page).to_have_url(re.compile(r"/admin/ops/drainrun/\d+/change/$"))
-
-            expect(page.locator(".messagelist .success")).to_contain_text(
-                "Succeeded: 4 processed, 0 failed, 0 left"
-            )
-            expect(page.locator(".field-status_badge .ops-badge")).to_have_text(
-                "succeeded"
-            )
-            expect(page.locator(".field-total_processed .readonly")).to_have_text("4")
-            expect(
-                page.locator("table.ops-queue-results tr", has_text="batch-jobs")
-            ).to_have_text(re.compile(r"batch-jobs\s*4\s*0\s*0"))
-            page.screenshot(path=str(SCREENSHOT), full_page=True)
-        finally:
-            browser.close()
+    expect(page.locator(".messagelist .success")).to_contain_text(
+        "Succeeded: 4 processed, 0 failed, 0 left"
+    )
+    expect(page.locator(".field-status_badge .ops-badge")).to_have_text("succeeded")
+    expect(page.locator(".field-total_processed .readonly")).to_have_text("4")
+    expect(
+        page.locator("table.ops-queue-results tr", has_text="batch-jobs")
+    ).to_have_text(re.compile(r"batch-jobs\s*4\s*0\s*0"))
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
 
     run = DrainRun.objects.get()
     assert run.total_processed == 4

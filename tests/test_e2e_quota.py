@@ -9,6 +9,7 @@ import math
 import re
 from datetime import UTC, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from django.contrib.auth.models import User
@@ -17,17 +18,9 @@ from django.utils import timezone
 from ops import incidents
 from ops.models import CommandUsage, DrainRun
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
 SCREENSHOT = Path("/tmp/kaireon-quota.png")
 INCIDENT_SCREENSHOT = Path("/tmp/kaireon-quota-incident.png")
 
@@ -92,19 +85,12 @@ def _fill_period(now, start_day: int) -> None:
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
 def test_a_superuser_reads_the_quota_page_and_sees_the_incident_banner(
-    live_server, settings, monkeypatch: pytest.MonkeyPatch
+    live_server, settings, browser_page: Page, admin_login
 ) -> None:
-    # A missing browser is a broken test machine, not a reason to pass quietly.
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium package")
-    try:
-        from playwright.sync_api import expect, sync_playwright
-    except ImportError as exc:
-        pytest.fail(f"the playwright package is missing from the venv: {exc}")
-    # Playwright's sync API runs an event loop in this thread; the ORM calls
-    # this test makes around it would otherwise raise SynchronousOnlyOperation.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    # The fixture has already failed the test if playwright is missing.
+    from playwright.sync_api import expect
 
+    page = browser_page
     now = timezone.now()
     start_day = _period_start_day_some_days_ago(now)
     settings.QUOTA_PERIOD_START_DAY = start_day
@@ -116,74 +102,61 @@ def test_a_superuser_reads_the_quota_page_and_sees_the_incident_banner(
     SCREENSHOT.unlink(missing_ok=True)
     INCIDENT_SCREENSHOT.unlink(missing_ok=True)
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
-        )
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.set_default_timeout(30_000)
+    admin_login(
+        page, live_server.url, "boss", "correct horse battery", next_path="/admin/"
+    )
+    expect(page).to_have_url(re.compile(r"/admin/$"))
 
-            page.goto(f"{live_server.url}/admin/login/?next=/admin/")
-            page.fill("#id_username", "boss")
-            page.fill("#id_password", "correct horse battery")
-            page.click("input[type=submit]")
-            expect(page).to_have_url(re.compile(r"/admin/$"))
+    # The header links every admin page to the quota page.
+    link = page.locator("#ops-quota-link")
+    expect(link).to_contain_text(re.compile(r"Redis quota \d+\.\d %"))
+    link.click()
+    expect(page).to_have_url(re.compile(r"/admin/ops/commandusage/quota/$"))
+    expect(page.locator("h1")).to_have_text("Redis quota")
 
-            # The header links every admin page to the quota page.
-            link = page.locator("#ops-quota-link")
-            expect(link).to_contain_text(re.compile(r"Redis quota \d+\.\d %"))
-            link.click()
-            expect(page).to_have_url(re.compile(r"/admin/ops/commandusage/quota/$"))
-            expect(page.locator("h1")).to_have_text("Redis quota")
+    chart = page.locator('svg[data-chart="usage"]')
+    expect(chart).to_be_visible()
+    # One bar per day so far (12-19 days plus today), the budget line
+    # and the dashed projection to the period end.
+    bars = chart.locator("rect.ops-bar")
+    assert 13 <= bars.count() <= 21, bars.count()
+    expect(chart.locator("line.ops-budget")).to_have_count(1)
+    expect(chart.locator("line.ops-projection")).to_have_count(1)
+    expect(chart.locator("text.ops-budget-label")).to_have_text("budget 500,000")
+    box = chart.bounding_box()
+    assert box is not None and box["width"] > 600 and box["height"] > 200
 
-            chart = page.locator('svg[data-chart="usage"]')
-            expect(chart).to_be_visible()
-            # One bar per day so far (12-19 days plus today), the budget line
-            # and the dashed projection to the period end.
-            bars = chart.locator("rect.ops-bar")
-            assert 13 <= bars.count() <= 21, bars.count()
-            expect(chart.locator("line.ops-budget")).to_have_count(1)
-            expect(chart.locator("line.ops-projection")).to_have_count(1)
-            expect(chart.locator("text.ops-budget-label")).to_have_text(
-                "budget 500,000"
-            )
-            box = chart.bounding_box()
-            assert box is not None and box["width"] > 600 and box["height"] > 200
+    expect(page.locator("#ops-by-source tbody tr")).to_have_count(4)
+    advisor = page.locator("#ops-advisor")
+    expect(advisor.locator("tbody tr")).to_have_count(5)
+    recommended = advisor.locator("tr[data-recommended=true]")
+    expect(recommended).to_have_count(1)
+    expect(recommended).to_contain_text("Always-on workers")
+    expect(recommended).to_contain_text("recommended")
+    # Enough drains here to measure both costs.
+    figures = page.locator("#ops-advisor-figures")
+    expect(figures).to_contain_text("measured here: 30 idle drains")
+    expect(figures).to_contain_text(re.compile(r"measured here: [\d,]+ jobs"))
+    expect(page.locator("#ops-redis-cost")).to_contain_text(
+        "This page spent 0 Redis commands"
+    )
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
 
-            expect(page.locator("#ops-by-source tbody tr")).to_have_count(4)
-            advisor = page.locator("#ops-advisor")
-            expect(advisor.locator("tbody tr")).to_have_count(5)
-            recommended = advisor.locator("tr[data-recommended=true]")
-            expect(recommended).to_have_count(1)
-            expect(recommended).to_contain_text("Always-on workers")
-            expect(recommended).to_contain_text("recommended")
-            # Enough drains here to measure both costs.
-            figures = page.locator("#ops-advisor-figures")
-            expect(figures).to_contain_text("measured here: 30 idle drains")
-            expect(figures).to_contain_text(re.compile(r"measured here: [\d,]+ jobs"))
-            expect(page.locator("#ops-redis-cost")).to_contain_text(
-                "This page spent 0 Redis commands"
-            )
-            page.screenshot(path=str(SCREENSHOT), full_page=True)
-
-            incidents.note_quota_error(
-                "drain-check",
-                Exception(
-                    "max requests limit exceeded. Limit: 500000, Usage: 500000. "
-                    "See https://upstash.com/docs/redis/troubleshooting/"
-                    "max_requests_limit"
-                ),
-            )
-            page.goto(f"{live_server.url}/admin/")
-            banner = page.locator("#ops-quota-incident")
-            expect(banner).to_be_visible()
-            expect(banner).to_contain_text("Redis quota exhausted")
-            expect(banner).to_contain_text("503 redis_quota_exhausted")
-            expect(banner.locator("table.ops-quota-paths tbody tr")).to_have_count(4)
-            page.screenshot(path=str(INCIDENT_SCREENSHOT), full_page=False)
-        finally:
-            browser.close()
+    incidents.note_quota_error(
+        "drain-check",
+        Exception(
+            "max requests limit exceeded. Limit: 500000, Usage: 500000. "
+            "See https://upstash.com/docs/redis/troubleshooting/"
+            "max_requests_limit"
+        ),
+    )
+    page.goto(f"{live_server.url}/admin/")
+    banner = page.locator("#ops-quota-incident")
+    expect(banner).to_be_visible()
+    expect(banner).to_contain_text("Redis quota exhausted")
+    expect(banner).to_contain_text("503 redis_quota_exhausted")
+    expect(banner.locator("table.ops-quota-paths tbody tr")).to_have_count(4)
+    page.screenshot(path=str(INCIDENT_SCREENSHOT), full_page=False)
 
     assert SCREENSHOT.stat().st_size > 0
     assert INCIDENT_SCREENSHOT.stat().st_size > 0
