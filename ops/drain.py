@@ -233,9 +233,21 @@ def _drain_with_lease(
     # The idle check: one command for every queue, the floor of an idle tick.
     if client.exists(*pending_keys(names)) == 0:
         return
+    now = time.time()
+    # Something exists. A job scheduled for later makes the check true on every
+    # tick, so look closer before paying for a full look: are the lists empty
+    # and every scheduled job still in the future? (1 + 1 per queue.)
+    with client.pipeline(transaction=False) as pipe:
+        pipe.exists(
+            *[list_key(n) for n in names], *[intermediate_key(n) for n in names]
+        )
+        for name in names:
+            pipe.zrange(scheduled_key(name), 0, 0, withscores=True)
+        listed, *earliest = pipe.execute()
+    if not listed and all(not e or e[0][1] > now for e in earliest):
+        return
     meter.source = Source.DRAIN_JOBS  # from here on it is work, not checking
 
-    now = time.time()
     n = len(names)
     with client.pipeline(transaction=False) as pipe:
         for name in names:
