@@ -32,17 +32,17 @@ from ops.models import CommandUsage, DrainRun, Source, WorkerProcess
 BENCH_IDLE_TICK = 1.0
 BENCH_IDLE_TICK_NOTE = "benchmark: 1 EXISTS per idle tick (docs/benchmarks.md §1)"
 # One job on the drain path: RQ's own job life cycle in the drain's
-# SimpleWorker child, 52.0 a job (§2: 10,449 commands for 200 jobs = 200 x 52
-# + 49 fixed). The fixed part is paid once per drain that finds work: the idle
-# EXISTS (counted as a tick) + 48 more (queue sizes, scheduled-job promotion,
-# the child's worker birth and death, SUBSCRIBE/UNSUBSCRIBE) for one queue
+# SimpleWorker child, 52 a job (§2: 10,453 commands for 200 jobs = 200 x 52
+# + 53 fixed). The fixed part is paid once per drain that finds work: the idle
+# EXISTS (counted as a tick) + 52 more (the closer look, queue sizes,
+# scheduled-job promotion, the child's worker birth and death) for one queue
 # with work. At cron batch sizes of a job or two, that overhead is as big as
 # the job itself, so the advisor counts it per busy drain, not per job.
 BENCH_PER_JOB = 52.0
 BENCH_PER_JOB_NOTE = "benchmark: RQ job life cycle, 52 per job (docs/benchmarks.md §2)"
-BENCH_BUSY_DRAIN_OVERHEAD = 48.0
+BENCH_BUSY_DRAIN_OVERHEAD = 52.0
 BENCH_BUSY_DRAIN_NOTE = (
-    "benchmark: 49 fixed per drain with work, less the idle check "
+    "benchmark: 53 fixed per drain with work, less the idle check "
     "(docs/benchmarks.md §2)"
 )
 # The console's always-on workers (`manage.py work`, one process for the five

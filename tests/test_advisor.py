@@ -65,11 +65,11 @@ def test_with_few_drains_it_uses_the_benchmark_figures(db):
     advice = advisor.advice_now(NOW)
 
     costs = advice.costs
-    # docs/benchmarks.md: 1 per idle tick, 52 per job + 48 per drain with work,
+    # docs/benchmarks.md: 1 per idle tick, 52 per job + 52 per drain with work,
     # and the console's always-on workers: 15.0 an hour idle, 52 per job.
     assert (costs.idle_tick.value, costs.idle_tick.measured) == (1, False)
     assert (costs.per_job.value, costs.per_job.measured) == (52, False)
-    assert costs.busy_drain_overhead.value == 48
+    assert costs.busy_drain_overhead.value == 52
     assert "docs/benchmarks.md" in costs.per_job.note
     assert "docs/benchmarks.md" in costs.idle_tick.note
     assert costs.always_on_idle_per_minute.value == 0.25
@@ -93,9 +93,9 @@ def test_with_few_drains_it_uses_the_benchmark_figures(db):
     for minutes, ticks in ((1, 43_200), (5, 8_640), (15, 2_880), (30, 1_440)):
         row = rows[f"cron-{minutes}"]
         # 150 jobs spread at random over `ticks` ticks: each tick finds work
-        # with probability 1 - e^(-150/ticks), and such a drain pays 48 more.
+        # with probability 1 - e^(-150/ticks), and such a drain pays 52 more.
         busy = ticks * (1 - math.exp(-150 / ticks))
-        jobs_cost = round(150 * 52 + busy * 48)
+        jobs_cost = round(150 * 52 + busy * 52)
         assert row.idle_commands == ticks
         assert row.job_commands == jobs_cost
         assert row.total == ticks + jobs_cost
@@ -103,7 +103,7 @@ def test_with_few_drains_it_uses_the_benchmark_figures(db):
         assert row.percent_of_budget == pytest.approx(100 * row.total / 500_000)
         assert row.fits and row.fits_with_margin
     # Almost every one of 150 jobs a month gets a drain of its own: ~100 each.
-    assert rows["cron-5"].job_commands == 14_938
+    assert rows["cron-5"].job_commands == 15_533
     # With jobs, the fastest mode under the margin: always-on, which is also
     # the cheapest here.
     assert advice.recommended is not None

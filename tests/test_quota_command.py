@@ -99,11 +99,11 @@ def test_json_advisor_rows(usage) -> None:
 
     def cron(ticks: int) -> int:
         # Benchmark figures (too few drains to measure): 1 per tick, 52 per
-        # job, 48 more per drain that finds work; 150 jobs at random.
+        # job, 52 more per drain that finds work; 150 jobs at random.
         busy = ticks * (1 - math.exp(-150 / ticks))
-        return ticks + round(150 * 52 + busy * 48)
+        return ticks + round(150 * 52 + busy * 52)
 
-    assert rows["cron-5"]["commandsPerMonth"] == cron(8_640) == 23_578
+    assert rows["cron-5"]["commandsPerMonth"] == cron(8_640) == 24_173
     assert rows["cron-5"]["latencySeconds"] == 300
     assert rows["cron-30"]["commandsPerMonth"] == cron(1_440)
     assert rows["always-on"]["commandsPerMonth"] == 10_800 + 150 * 52  # 18,600
