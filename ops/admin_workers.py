@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
@@ -20,9 +19,8 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from ops import consumers, runtime
+from ops import consumers, incidents, runtime
 from ops.models import ConsoleSettings, Source, WorkerProcess
-from ops.redis_client import CommandMeter, close_client, make_client
 
 MODE_PERMISSION = "ops.change_worker_mode"
 
@@ -143,13 +141,13 @@ class WorkerProcessAdmin(admin.ModelAdmin):
 
 
 def _registered_workers() -> consumers.RegisteredWorkers:
-    meter = CommandMeter(Source.CONSOLE)
-    client = make_client(meter)
-    try:
-        names = consumers.registered_rq_workers(client)
-    except redis.RedisError as exc:
-        return consumers.RegisteredWorkers([], [], meter.billed, error=str(exc))
-    finally:
-        close_client(client)
+    names: list[str] = []
+    with incidents.guarded_read(Source.CONSOLE) as read:
+        if read.client is not None:
+            names = consumers.registered_rq_workers(read.client)
+    if read.problem():
+        return consumers.RegisteredWorkers(
+            [], [], read.meter.billed, error=read.problem()
+        )
     ours, foreign = consumers.split_ours(names)
-    return consumers.RegisteredWorkers(ours, foreign, meter.billed)
+    return consumers.RegisteredWorkers(ours, foreign, read.meter.billed)

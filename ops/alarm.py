@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import redis
 from django.db import models
 from django.utils import timezone
 from rq.job import Job
@@ -38,8 +37,6 @@ from rq.utils import utcparse
 from ops import incidents
 from ops.models import ConsoleSettings, DrainRun, Source
 from ops.queues import enabled_queue_names, list_key
-from ops.quota_errors import is_quota_exhausted
-from ops.redis_client import CommandMeter, close_client, make_client
 from ops.runtime import console_settings
 
 
@@ -147,39 +144,30 @@ def backlog_ages(
     names = [name for name in names if name not in skip]
     if not names:
         return Backlog()
-    quota_gate = incidents.gate()
-    if not quota_gate.allowed:
-        return Backlog(error=quota_gate.refusal())
     now = now or timezone.now()
-    meter = CommandMeter(source)
-    client = make_client(meter)
-    try:
-        # transaction=False: MULTI/EXEC would add two billed commands.
-        with client.pipeline(transaction=False) as pipe:
-            for name in names:
-                pipe.lindex(list_key(name), 0)
-            heads = pipe.execute()
-        waiting = [
-            (name, _text(job_id))
-            for name, job_id in zip(names, heads, strict=True)
-            if job_id
-        ]
-        enqueued: list[Any] = []
-        if waiting:
-            with client.pipeline(transaction=False) as pipe:
-                for _, job_id in waiting:
-                    pipe.hget(Job.redis_job_namespace_prefix + job_id, "enqueued_at")
-                enqueued = pipe.execute()
-    except redis.RedisError as exc:
-        if is_quota_exhausted(exc):
-            incidents.note_quota_error(source, exc)
-            error = f"the Redis command quota is exhausted ({exc})"
-        else:
-            error = f"{type(exc).__name__}: {exc}"
-        return Backlog(redis_commands=meter.billed, error=error)
-    finally:
-        close_client(client)
-    incidents.succeeded(quota_gate)
+    enqueued: list[Any] = []
+    waiting: list[tuple[str, str]] = []
+    with incidents.guarded_read(source) as read:
+        if read.client is not None:
+            # transaction=False: MULTI/EXEC would add two billed commands.
+            with read.client.pipeline(transaction=False) as pipe:
+                for name in names:
+                    pipe.lindex(list_key(name), 0)
+                heads = pipe.execute()
+            waiting = [
+                (name, _text(job_id))
+                for name, job_id in zip(names, heads, strict=True)
+                if job_id
+            ]
+            if waiting:
+                with read.client.pipeline(transaction=False) as pipe:
+                    for _, job_id in waiting:
+                        pipe.hget(
+                            Job.redis_job_namespace_prefix + job_id, "enqueued_at"
+                        )
+                    enqueued = pipe.execute()
+    if read.problem():
+        return Backlog(redis_commands=read.meter.billed, error=read.problem())
     ages: dict[str, int] = {}
     for (name, _), raw in zip(waiting, enqueued, strict=True):
         if not raw:
@@ -193,7 +181,7 @@ def backlog_ages(
             ages[name] = 0
             continue
         ages[name] = max(0, int((now - at).total_seconds()))
-    return Backlog(ages=ages, redis_commands=meter.billed)
+    return Backlog(ages=ages, redis_commands=read.meter.billed)
 
 
 # --- Evaluation ----------------------------------------------------------------

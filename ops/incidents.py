@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import redis
@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from ops.models import QuotaIncident
 from ops.quota_errors import is_quota_exhausted
+from ops.redis_client import CommandMeter, close_client, make_client
 
 
 @dataclass(frozen=True)
@@ -106,3 +107,56 @@ def noting_quota_errors(source: str) -> Iterator[None]:
         if is_quota_exhausted(exc):
             note_quota_error(source, exc)
         raise
+
+
+@dataclass
+class GuardedRead:
+    """What `guarded_read` gives a caller and tells it afterwards."""
+
+    meter: CommandMeter
+    client: redis.Redis | None  # None: the gate refused, nothing may be sent
+    refusal: str = ""
+    exc: redis.RedisError | None = field(default=None)
+
+    @property
+    def quota_exhausted(self) -> bool:
+        return bool(self.refusal) or (
+            self.exc is not None and is_quota_exhausted(self.exc)
+        )
+
+    def problem(self) -> str:
+        """One sentence for a page: empty when the read went through."""
+        if self.refusal:
+            return self.refusal
+        if self.exc is None:
+            return ""
+        if is_quota_exhausted(self.exc):
+            return f"the Redis command quota is exhausted ({self.exc})"
+        return f"{type(self.exc).__name__}: {self.exc}"
+
+
+@contextmanager
+def guarded_read(source: str) -> Iterator[GuardedRead]:
+    """A metered client for a read that must never raise (pages, checks).
+
+    Asks the incident gate first (no client when it refuses); a Redis error
+    inside the block is kept in `.exc` instead of raised, a quota error opens
+    or counts the incident, a read that went through closes a probing incident,
+    and the connection is closed in every case."""
+    quota_gate = gate()
+    meter = CommandMeter(source)
+    if not quota_gate.allowed:
+        yield GuardedRead(meter, None, refusal=quota_gate.refusal())
+        return
+    client = make_client(meter)
+    read = GuardedRead(meter, client)
+    try:
+        yield read
+    except redis.RedisError as exc:
+        read.exc = exc
+        if is_quota_exhausted(exc):
+            note_quota_error(source, exc)
+    else:
+        succeeded(quota_gate)
+    finally:
+        close_client(client)

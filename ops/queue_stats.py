@@ -12,14 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import redis
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 from ops import incidents
 from ops.models import Source
 from ops.queues import list_key, scheduled_key
-from ops.quota_errors import is_quota_exhausted
-from ops.redis_client import CommandMeter, close_client, make_client
 
 COMMANDS_PER_QUEUE = 4
 
@@ -63,36 +60,24 @@ def queue_depths(names: list[str], *, source: str = Source.CONSOLE) -> QueueDept
     console; the cron status endpoint: api)."""
     if not names:
         return QueueDepths()  # no connection at all: nothing to read
-    quota_gate = incidents.gate()
-    if not quota_gate.allowed:
-        return QueueDepths(error=quota_gate.refusal())
-    meter = CommandMeter(source)
-    client = make_client(meter)
-    try:
-        # transaction=False: a MULTI/EXEC pair would add two billed commands.
-        with client.pipeline(transaction=False) as pipe:
-            for name in names:
-                pipe.llen(list_key(name))
-                pipe.zcard(scheduled_key(name))
-                pipe.zcard(started_key(name))
-                pipe.zcard(failed_key(name))
-            replies = pipe.execute()
-    except redis.RedisError as exc:
-        # Connection and timeout errors, but also a ResponseError such as the
-        # provider's "max requests limit exceeded": the admin page must still
-        # render (without numbers) when Redis is down or the quota is spent.
-        if is_quota_exhausted(exc):
-            incidents.note_quota_error(source, exc)
-            error = f"the Redis command quota is exhausted ({exc})"
-        else:
-            error = f"{type(exc).__name__}: {exc}"
-        return QueueDepths(redis_commands=meter.billed, error=error)
-    finally:
-        close_client(client)
-    incidents.succeeded(quota_gate)
+    # Connection and timeout errors, but also a ResponseError such as the
+    # provider's "max requests limit exceeded": the admin page must still
+    # render (without numbers) when Redis is down or the quota is spent.
+    with incidents.guarded_read(source) as read:
+        if read.client is not None:
+            # transaction=False: a MULTI/EXEC pair would add two billed commands.
+            with read.client.pipeline(transaction=False) as pipe:
+                for name in names:
+                    pipe.llen(list_key(name))
+                    pipe.zcard(scheduled_key(name))
+                    pipe.zcard(started_key(name))
+                    pipe.zcard(failed_key(name))
+                replies = pipe.execute()
+    if read.problem():
+        return QueueDepths(redis_commands=read.meter.billed, error=read.problem())
     per = COMMANDS_PER_QUEUE
     by_queue = {
         name: QueueDepth(*(int(n) for n in replies[i * per : (i + 1) * per]))
         for i, name in enumerate(names)
     }
-    return QueueDepths(by_queue=by_queue, redis_commands=meter.billed)
+    return QueueDepths(by_queue=by_queue, redis_commands=read.meter.billed)

@@ -32,7 +32,6 @@ from ops.models import DrainRun, Queue, Source, WorkerProcess
 from ops.queue_stats import failed_key, started_key
 from ops.queues import intermediate_key, list_key, scheduled_key
 from ops.quota_errors import is_quota_exhausted
-from ops.redis_client import CommandMeter, close_client, make_client
 
 COMMANDS_PER_QUEUE = 6
 EXTRA_COMMANDS = 1  # SCARD rq:workers
@@ -279,44 +278,42 @@ class _RedisRead:
 
 
 def _read_redis(queues: list[Queue], source: str) -> _RedisRead:
-    quota_gate = incidents.gate()
-    if not quota_gate.allowed:
+    with incidents.guarded_read(source) as read:
+        if read.client is not None:
+            # transaction=False: MULTI/EXEC would add two billed commands.
+            with read.client.pipeline(transaction=False) as pipe:
+                for queue in queues:
+                    name = queue.name
+                    pipe.llen(list_key(name))
+                    pipe.llen(intermediate_key(name))
+                    pipe.zcard(scheduled_key(name))
+                    pipe.zcard(started_key(name))
+                    pipe.zcard(deferred_key(name))
+                    pipe.zcard(failed_key(name))
+                # Every RQ worker registers here, whichever deployment runs it.
+                pipe.scard(Worker.redis_workers_keys)
+                # raise_on_error=False: redis-py rewords the first error of a
+                # pipeline it raises ("Command # 1 (LLEN ...) of pipeline caused
+                # error: ..."), which hides the provider's quota wording.
+                replies = pipe.execute(raise_on_error=False)
+            errors = [r for r in replies if isinstance(r, redis.ResponseError)]
+            if errors:
+                raise next((e for e in errors if is_quota_exhausted(e)), errors[0])
+    if read.refusal:
         # During a quota incident only the probe may talk to Redis.
-        return _RedisRead(None, None, 0, RedisProblem.QUOTA, quota_gate.refusal())
-    meter = CommandMeter(source)
-    client = make_client(meter)
-    try:
-        # transaction=False: MULTI/EXEC would add two billed commands.
-        with client.pipeline(transaction=False) as pipe:
-            for queue in queues:
-                name = queue.name
-                pipe.llen(list_key(name))
-                pipe.llen(intermediate_key(name))
-                pipe.zcard(scheduled_key(name))
-                pipe.zcard(started_key(name))
-                pipe.zcard(deferred_key(name))
-                pipe.zcard(failed_key(name))
-            # Every RQ worker registers here, whichever deployment runs it.
-            pipe.scard(Worker.redis_workers_keys)
-            # raise_on_error=False: redis-py rewords the first error of a
-            # pipeline it raises ("Command # 1 (LLEN ...) of pipeline caused
-            # error: ..."), which hides the provider's quota wording.
-            replies = pipe.execute(raise_on_error=False)
-        errors = [r for r in replies if isinstance(r, redis.ResponseError)]
-        if errors:
-            raise next((e for e in errors if is_quota_exhausted(e)), errors[0])
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        return _RedisRead(None, None, 0, RedisProblem.QUOTA, read.refusal)
+    exc = read.exc
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
         return _RedisRead(
             None,
             None,
-            meter.billed,
+            read.meter.billed,
             RedisProblem.UNREACHABLE,
             f"Redis is unreachable ({type(exc).__name__}: {exc}), so the jobs "
             "still in it could not be counted",
         )
-    except redis.RedisError as exc:
-        if is_quota_exhausted(exc):
-            incidents.note_quota_error(source, exc)
+    if exc is not None:
+        if read.quota_exhausted:
             problem = RedisProblem.QUOTA
             error = (
                 f"the Redis command quota is exhausted ({exc}), so the jobs still "
@@ -328,10 +325,7 @@ def _read_redis(queues: list[Queue], source: str) -> _RedisRead:
                 f"Redis answered with an error ({type(exc).__name__}: {exc}), so "
                 "the jobs still in it could not be counted"
             )
-        return _RedisRead(None, None, meter.billed, problem, error)
-    finally:
-        close_client(client)
-    incidents.succeeded(quota_gate)
+        return _RedisRead(None, None, read.meter.billed, problem, error)
     per = COMMANDS_PER_QUEUE
     pending = {
         queue.name: QueuePending(
@@ -339,7 +333,7 @@ def _read_redis(queues: list[Queue], source: str) -> _RedisRead:
         )
         for i, queue in enumerate(queues)
     }
-    return _RedisRead(pending, int(replies[-1]), meter.billed)
+    return _RedisRead(pending, int(replies[-1]), read.meter.billed)
 
 
 # --- The check ----------------------------------------------------------------
