@@ -293,7 +293,7 @@ class Bench:
         set-up, never measured."""
         from django.test import override_settings
 
-        from ops.enqueue import enqueue_canaries
+        from ops.engine.enqueue import enqueue_canaries
 
         with override_settings(REDIS_URL=self.direct_url):
             ids = enqueue_canaries(JOB_QUEUE, kind="noop", count=count)
@@ -328,8 +328,8 @@ class Bench:
     # -- 1. idle ---------------------------------------------------------------
 
     def idle(self) -> dict[str, Any]:
-        from ops.drain import drain
-        from ops.drain_options import parse_options
+        from ops.engine.drain import drain
+        from ops.engine.drain_options import parse_options
 
         rows: dict[str, Any] = {}
         self.flush()
@@ -479,7 +479,7 @@ class Bench:
         # queue with work pays once per drain. `exec` keeps the pid, so the
         # child's parent is the process that started the shell (--parent-pid).
         child = (
-            f"exec {PYTHON} -m ops.drain_worker --queue {JOB_QUEUE} --deadline "
+            f"exec {PYTHON} -m ops.engine.drain_worker --queue {JOB_QUEUE} --deadline "
             f"{time.time() + 3600!r} --worker-name bench.startup.$$ "
             "--report-fd 1 --parent-pid $PPID"
         )
@@ -488,7 +488,7 @@ class Bench:
             ("ours", "ours: manage.py drain (idle tick)", self.ours_argv()),
             (
                 "ours_child",
-                "ours: drain child start-up (python -m ops.drain_worker, empty)",
+                "ours: drain child start-up (python -m ops.engine.drain_worker, empty)",
                 ["/bin/sh", "-c", child],
             ),
             (
@@ -841,7 +841,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     state = Path(tempfile.mkdtemp(prefix="kaireon-bench-"))
     # Removed at interpreter exit, registered before Django is set up: exit
-    # handlers run last-registered first, so the project's own (ops.metering
+    # handlers run last-registered first, so the project's own (ops.usage.metering
     # flushes its counts to this SQLite database at exit) still find it.
     atexit.register(shutil.rmtree, state, ignore_errors=True)
     server = PrivateRedis()

@@ -89,7 +89,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "ops.middleware.page_redis_cost",
+    "ops.console.middleware.page_redis_cost",
 ]
 
 ROOT_URLCONF = "kaireon.urls"
@@ -105,8 +105,8 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-                "ops.context_processors.quota_banner",
-                "ops.context_processors.page_cost",
+                "ops.console.context_processors.quota_banner",
+                "ops.console.context_processors.page_cost",
             ],
         },
     },

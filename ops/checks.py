@@ -35,7 +35,7 @@ def check_enabled_queues(
 @register(Tags.security)
 def check_env_tokens(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """A short cron token can be guessed: refuse to start with one."""
-    from ops.tokens import env_token_problems
+    from ops.cron.tokens import env_token_problems
 
     return [
         Error(
@@ -56,7 +56,7 @@ def check_double_consumption(
     """Two consumers on the same queues (runbook §6.1). Database only."""
     if not databases:
         return []
-    from ops.consumers import double_consumption_warnings
+    from ops.workers.consumers import double_consumption_warnings
 
     try:
         found = double_consumption_warnings()

@@ -167,7 +167,7 @@ class DrainRun(models.Model):
 class Lease(models.Model):
     """A named lease, held by one drain at a time across processes and hosts.
 
-    Claimed with a conditional UPDATE (see ops/lease.py): no lock is held while
+    Claimed with a conditional UPDATE (see ops/engine/lease.py): no lock is held while
     jobs run, and a holder that dies simply lets the lease expire.
     """
 
@@ -193,7 +193,7 @@ def lease_life(max_duration_ms: int) -> timedelta:
 
 class TokenVersion(models.Model):
     """A console-managed cron token. The token itself is never stored: only a
-    display prefix and HMAC(SECRET_KEY, token) (see ops/tokens.py)."""
+    display prefix and HMAC(SECRET_KEY, token) (see ops/cron/tokens.py)."""
 
     class Scope(models.TextChoices):
         DRAIN = "drain", "Drain only (/api/v1/cron/drain-queues)"
@@ -293,7 +293,7 @@ class Source(models.TextChoices):
 class CommandUsage(models.Model):
     """Redis commands this project's processes sent, per source and hour.
 
-    Written by ops/metering.py (batched increments, no Redis involved).
+    Written by ops/usage/metering.py (batched increments, no Redis involved).
     """
 
     hour = models.DateTimeField(help_text="Start of the hour (UTC).")

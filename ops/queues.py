@@ -44,7 +44,7 @@ def intermediate_key(name: str) -> str:
 def pending_keys(names: list[str]) -> list[str]:
     """The keys whose existence means "there is work": each queue's list, its
     scheduled-job registry, and its intermediate list (jobs a consumer popped
-    but never registered; see ops/recovery.py). Redis deletes an empty list or
+    but never registered; see ops/engine/recovery.py). Redis deletes an empty list or
     sorted set, so one EXISTS over all of them is the whole idle check."""
     return (
         [list_key(n) for n in names]

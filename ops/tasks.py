@@ -1,4 +1,6 @@
-"""The functions django-q2 runs for the built-in schedule (see ops/schedule.py).
+"""The functions django-q2 runs for the built-in schedule (see
+ops/scheduling/schedule.py). Their import path is stored in django-q2's rows, so
+this module stays at the top of `ops`.
 
 They run in a qcluster worker process and return small JSON-able dicts, which
 django-q2 keeps in its Success/Failure tables (Q_CLUSTER["save_limit"]).
@@ -12,12 +14,12 @@ import socket
 from datetime import datetime
 from typing import Any
 
-from ops.drain import drain
-from ops.drain_options import parse_options
+from ops.engine.drain import drain
+from ops.engine.drain_options import parse_options
+from ops.engine.results import drain_result
 from ops.models import DrainRun, Source
-from ops.notify import check
-from ops.results import drain_result
 from ops.runtime import console_settings
+from ops.scheduling.notify import check
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from django.conf import settings
 from bench.fault_proxy import FaultProxy
 from bench.redis_server import PrivateRedis
 from bench.wire_proxy import WireProxy
-from ops.metering import recorder
+from ops.usage.metering import recorder
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page

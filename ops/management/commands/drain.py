@@ -9,10 +9,10 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ops.drain import ErrorCode, drain
-from ops.drain_options import DrainOptionError, parse_options
+from ops.engine.drain import ErrorCode, drain
+from ops.engine.drain_options import DrainOptionError, parse_options
+from ops.engine.results import drain_result, summary_line
 from ops.models import DrainRun
-from ops.results import drain_result, summary_line
 
 # Exit statuses, for cron wrappers and scripts.
 EXIT_OK = 0

@@ -6,10 +6,10 @@ from typing import Any
 import redis
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ops.enqueue import MAX_COUNT, enqueue_canaries
+from ops.engine.enqueue import MAX_COUNT, enqueue_canaries
 from ops.jobs import KINDS
 from ops.queues import all_queue_names
-from ops.quota_errors import is_quota_exhausted
+from ops.usage.quota_errors import is_quota_exhausted
 
 
 class Command(BaseCommand):

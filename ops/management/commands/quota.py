@@ -13,8 +13,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.dateparse import parse_datetime
 
-from ops import advisor, incidents, quota
 from ops.models import QuotaIncident
+from ops.usage import advisor, incidents, quota
 
 
 class Command(BaseCommand):

@@ -7,8 +7,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 from django.utils import timezone
 
+from ops.inspection.switch_check import COST_FORMULA, SwitchCheck, switch_check
 from ops.models import Source
-from ops.switch_check import COST_FORMULA, SwitchCheck, switch_check
 
 # Exit statuses, for scripts that wait before switching (runbook §6.3). 4 is
 # the drain command's "Redis unreachable" too.

@@ -7,7 +7,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ops import tokens
+from ops.cron import tokens
 from ops.models import TokenVersion
 
 

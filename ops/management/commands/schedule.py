@@ -6,8 +6,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ops import alarm, schedule
 from ops.runtime import console_settings
+from ops.scheduling import alarm, schedule
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2

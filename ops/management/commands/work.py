@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ops.models import WorkerProcess
 from ops.queues import all_queue_names
-from ops.supervisor import Supervisor
+from ops.workers.supervisor import Supervisor
 
 
 class Command(BaseCommand):

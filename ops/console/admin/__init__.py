@@ -1,0 +1,15 @@
+"""The admin pages, one module per area. Importing this package registers them.
+
+`common` holds what pages share; `drains` (queues, drain runs, lease, Drain
+now) comes first because `switch` extends its Queues admin.
+"""
+
+from ops.console.admin import (  # noqa: F401  (registers the pages)
+    common,
+    drains,
+    quota,
+    schedule,
+    switch,
+    tokens,
+    workers,
+)

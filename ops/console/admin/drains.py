@@ -1,0 +1,529 @@
+"""The console: queues with their live depth, drain runs, the drain lease, and
+the "Drain now" page.
+
+Looking and acting are separate permissions: `view_drainrun` shows runs,
+`ops.drain_queues` starts a drain. Every Redis command a page sends is billed,
+so the queue list reads all its depths in one pipeline
+(ops/inspection/queue_stats.py) and says what it spent; the other pages send
+none.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django import forms
+from django.conf import settings
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import OuterRef, QuerySet, Subquery
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+from django.utils.text import Truncator
+
+from ops.console.admin.common import (
+    LINE_BREAK,
+    STATUS_COLOURS,
+    can_drain,
+)
+from ops.engine.drain import drain
+from ops.engine.drain_options import DrainOptionError, parse_options
+from ops.engine.lease import DRAIN_LEASE
+from ops.engine.results import summary_line
+from ops.inspection.queue_stats import COMMANDS_PER_QUEUE, QueueDepth, queue_depths
+from ops.models import DrainRun, Lease, Queue
+from ops.queues import enabled_queue_names
+
+MESSAGE_LEVELS = {
+    DrainRun.Status.SUCCEEDED: messages.SUCCESS,
+    DrainRun.Status.DEADLINE: messages.WARNING,
+    DrainRun.Status.SKIPPED: messages.WARNING,
+}
+
+# A depth cell when Redis could not be read (the page says why).
+UNKNOWN = format_html('<span class="quiet" title="Redis unavailable">{}</span>', "?")
+
+
+def _drain_links(request: HttpRequest) -> dict[str, Any]:
+    """Context for the "Drain now" button of the change lists."""
+    return {
+        "can_drain": can_drain(request),
+        "drain_url": reverse("admin:ops_drainrun_drain"),
+    }
+
+
+def _run_link(run_pk: int | None, label: object) -> SafeString:
+    if run_pk is None:
+        return format_html("{}", label)
+    url = reverse("admin:ops_drainrun_change", args=[run_pk])
+    return format_html('<a href="{}">{}</a>', url, label)
+
+
+# --- Queues -------------------------------------------------------------------
+
+
+def _depth_cell(field_name: str, description: str, alert: bool = False) -> Any:
+    """A list column reading the depth the change list fetched for the page."""
+
+    @admin.display(description=description)
+    def cell(model_admin: QueueAdmin, obj: Queue) -> SafeString:
+        depth: QueueDepth | None = getattr(obj, "live_depth", None)
+        if depth is None:
+            return UNKNOWN
+        value = getattr(depth, field_name)
+        if alert and value:
+            return format_html('<strong class="ops-alert">{}</strong>', value)
+        return format_html("{}", value)
+
+    cell.__name__ = f"{field_name}_depth"
+    return cell
+
+
+@admin.register(Queue)
+class QueueAdmin(admin.ModelAdmin):
+    list_display = (
+        "name",
+        "enabled",
+        "priority",
+        "description_text",
+        "queued",
+        "scheduled",
+        "started",
+        "failed",
+    )
+    list_display_links = ("name",)
+    list_editable = ("enabled", "priority")
+    # No filter sidebar: a handful of queues, and the depth columns need the room.
+    search_fields = ("name", "description")
+    readonly_fields = ("created",)
+
+    queued = _depth_cell("queued", "queued")
+    scheduled = _depth_cell("scheduled", "scheduled")
+    started = _depth_cell("started", "started")
+    failed = _depth_cell("failed", "failed", alert=True)
+
+    @admin.display(description="description")
+    def description_text(self, obj: Queue) -> SafeString:
+        return format_html("{}", Truncator(obj.description).chars(80))
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        response = super().changelist_view(
+            request, {**(extra_context or {}), **_drain_links(request)}
+        )
+        context = getattr(response, "context_data", None)
+        if not context or "cl" not in context:
+            return response  # a redirect after a bulk edit: nothing to show
+        # One pipeline for the whole page, not a Redis call per row: the rows
+        # are the page's (already fetched) queryset, which the template reuses.
+        rows = list(context["cl"].result_list)
+        depths = queue_depths([queue.name for queue in rows])
+        for queue in rows:
+            queue.live_depth = depths.get(queue.name)
+        context["queue_depths"] = depths
+        context["commands_per_queue"] = COMMANDS_PER_QUEUE
+        return response
+
+
+# --- Drain runs ---------------------------------------------------------------
+
+
+class _AnyQueueField(forms.MultipleChoiceField):
+    """Checkboxes of the enabled queues; parse_options, not the form, decides
+    which names are valid, so every interface words the error the same way."""
+
+    def valid_value(self, value: str) -> bool:
+        return True
+
+
+class DrainForm(forms.Form):
+    # Plain text fields: the values go to parse_options as typed.
+    max_duration_ms = forms.CharField(
+        label="Time budget (ms)",
+        required=False,
+        help_text=(
+            f"Stop starting jobs after this long. Above "
+            f"{settings.DRAIN_MAX_DURATION_CAP_MS} ms it is cut to "
+            f"{settings.DRAIN_MAX_DURATION_CAP_MS} ms. Empty: the default."
+        ),
+    )
+    max_concurrent_queues = forms.CharField(
+        label="Queues at once",
+        required=False,
+        help_text="How many queues are drained side by side. Empty: the default.",
+    )
+    queues = _AnyQueueField(
+        label="Queues",
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Drained in priority order.",
+    )
+
+    # DrainOptionError.field (the endpoint's spelling) -> this form's field
+    FIELDS = {
+        "maxDurationMs": "max_duration_ms",
+        "maxConcurrentQueues": "max_concurrent_queues",
+        "queues": "queues",
+    }
+
+    def __init__(self, *args: Any, enabled: list[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["queues"].choices = [(name, name) for name in enabled]
+
+    def option_values(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        return {
+            "max_duration_ms": data["max_duration_ms"] or None,
+            "max_concurrent_queues": data["max_concurrent_queues"] or None,
+            "queues": list(data["queues"]),
+        }
+
+    def add_option_error(self, exc: DrainOptionError) -> None:
+        self.add_error(self.FIELDS.get(exc.field), exc.message)
+
+
+def _default_options(enabled: list[str]) -> dict[str, Any]:
+    """What the form starts with: the defaults parse_options would apply."""
+    return {
+        "max_duration_ms": settings.DRAIN_MAX_DURATION_MS,
+        "max_concurrent_queues": min(
+            settings.DRAIN_MAX_CONCURRENT_QUEUES, max(1, len(enabled))
+        ),
+        "queues": enabled,
+    }
+
+
+@admin.register(DrainRun)
+class DrainRunAdmin(admin.ModelAdmin):
+    list_display = (
+        "started_at",
+        "status_badge",
+        "trigger",
+        "requested",
+        "processed",
+        "failed",
+        "duration",
+        "commands",
+        "deadline",
+    )
+    list_filter = ("status", "trigger", "started")
+    date_hierarchy = "started"
+    list_select_related = ("requested_by",)
+    # The table grows by a row per cron tick: no COUNT(*) of it on every page.
+    show_full_result_count = False
+    search_fields = ("caller", "requested_by__username")
+    fieldsets = (
+        (
+            None,
+            {
+                "fields": (
+                    "public_id",
+                    "status_badge",
+                    "trigger",
+                    "requested_by",
+                    "caller",
+                    "credential",
+                    "started",
+                    "finished",
+                    "duration_ms",
+                )
+            },
+        ),
+        (
+            "Results",
+            {
+                "fields": (
+                    "total_processed",
+                    "total_failed",
+                    "queue_results_table",
+                    "redis_commands",
+                    "deadline_hit",
+                    "recovered_jobs",
+                )
+            },
+        ),
+        ("Options", {"fields": ("params_json", "clamped_info")}),
+        ("Problems", {"fields": ("error_code", "error", "blocked_by_link")}),
+        (
+            "Internals",
+            {"classes": ("collapse",), "fields": ("worker_prefix", "lease_expires")},
+        ),
+    )
+    readonly_fields = (
+        "public_id",
+        "status_badge",
+        "trigger",
+        "requested_by",
+        "caller",
+        "credential",
+        "started",
+        "finished",
+        "duration_ms",
+        "total_processed",
+        "total_failed",
+        "queue_results_table",
+        "redis_commands",
+        "deadline_hit",
+        "recovered_jobs",
+        "params_json",
+        "clamped_info",
+        "error_code",
+        "error",
+        "blocked_by_link",
+        "worker_prefix",
+        "lease_expires",
+    )
+
+    # Runs are records of what happened: only the drain engine writes them.
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(
+        self, request: HttpRequest, obj: DrainRun | None = None
+    ) -> bool:
+        return False
+
+    @admin.display(description="started", ordering="started")
+    def started_at(self, obj: DrainRun) -> SafeString:
+        # Compact and to the second: runs come every few minutes.
+        return format_html(
+            "{}", timezone.localtime(obj.started).strftime("%Y-%m-%d %H:%M:%S")
+        )
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj: DrainRun) -> SafeString:
+        # The short code keeps the column narrow; the label is the tooltip.
+        return format_html(
+            '<span class="ops-badge ops-status-{}" style="background:{}" '
+            'title="{}">{}</span>',
+            obj.status,
+            STATUS_COLOURS.get(obj.status, "#6b7280"),
+            obj.get_status_display(),
+            obj.status,
+        )
+
+    # None renders as the admin's empty value ("-").
+    @admin.display(description="requested by")
+    def requested(self, obj: DrainRun) -> SafeString | None:
+        if obj.requested_by is not None:
+            return format_html("{}", obj.requested_by.get_username())
+        return format_html("{}", obj.caller) if obj.caller else None
+
+    @admin.display(description="ms")
+    def duration(self, obj: DrainRun) -> SafeString | None:
+        ms = obj.duration_ms
+        return None if ms is None else format_html("{}", ms)
+
+    # A read-only field shows None as "None", a list cell as "-": say "-" here.
+    @admin.display(description="duration (ms)")
+    def duration_ms(self, obj: DrainRun) -> SafeString:
+        return self.duration(obj) or self.get_empty_value_display()
+
+    # Short headers: the list must fit beside the filter sidebar.
+    @admin.display(description="processed", ordering="total_processed")
+    def processed(self, obj: DrainRun) -> SafeString:
+        return format_html("{}", obj.total_processed)
+
+    @admin.display(description="failed", ordering="total_failed")
+    def failed(self, obj: DrainRun) -> SafeString:
+        if obj.total_failed:
+            return format_html(
+                '<strong class="ops-alert">{}</strong>', obj.total_failed
+            )
+        return format_html("{}", obj.total_failed)
+
+    @admin.display(description="Redis cmds", ordering="redis_commands")
+    def commands(self, obj: DrainRun) -> SafeString:
+        return format_html("{}", obj.redis_commands)
+
+    @admin.display(description="deadline", boolean=True, ordering="deadline_hit")
+    def deadline(self, obj: DrainRun) -> bool:
+        return obj.deadline_hit
+
+    @admin.display(description="per queue")
+    def queue_results_table(self, obj: DrainRun) -> SafeString:
+        results = obj.queue_results or {}
+        if not results:
+            return format_html("{}", "No queue was drained.")
+        # Drain order first (params), then anything else the run recorded.
+        order = [q for q in (obj.params or {}).get("queues", []) if q in results]
+        order += sorted(set(results) - set(order))
+        rows = format_html_join(
+            "\n",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    name,
+                    results[name].get("processed", 0),
+                    results[name].get("failed", 0),
+                    results[name].get("remaining", 0),
+                )
+                for name in order
+            ),
+        )
+        return format_html(
+            '<table class="ops-queue-results"><thead><tr><th>queue</th>'
+            "<th>processed</th><th>failed</th><th>remaining</th></tr></thead>"
+            "<tbody>{}</tbody></table>",
+            rows,
+        )
+
+    @admin.display(description="parameters")
+    def params_json(self, obj: DrainRun) -> SafeString:
+        return format_html(
+            '<pre class="ops-json">{}</pre>',
+            json.dumps(obj.params or {}, indent=2, sort_keys=True),
+        )
+
+    @admin.display(description="clamped")
+    def clamped_info(self, obj: DrainRun) -> SafeString:
+        clamped = (obj.params or {}).get("clamped") or {}
+        if not clamped:
+            return format_html("{}", "Nothing was clamped.")
+        return format_html(
+            "{}",
+            format_html_join(
+                LINE_BREAK,
+                "{}: requested {}, applied {}",
+                (
+                    (name, values.get("requested"), values.get("applied"))
+                    for name, values in sorted(clamped.items())
+                ),
+            ),
+        )
+
+    @admin.display(description="blocked by")
+    def blocked_by_link(self, obj: DrainRun) -> SafeString:
+        if obj.blocked_by is None:
+            return self.get_empty_value_display()
+        running = DrainRun.objects.filter(public_id=obj.blocked_by).first()
+        if running is None:
+            return format_html("{} (no longer recorded)", obj.blocked_by)
+        return _run_link(running.pk, running)
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        return super().changelist_view(
+            request, {**(extra_context or {}), **_drain_links(request)}
+        )
+
+    def get_urls(self) -> list[URLPattern]:
+        # Before the defaults: "<path:object_id>/" would swallow "drain/".
+        return [
+            path(
+                "drain/",
+                self.admin_site.admin_view(self.drain_view),
+                name="ops_drainrun_drain",
+            ),
+            *super().get_urls(),
+        ]
+
+    def drain_view(self, request: HttpRequest) -> HttpResponse:
+        """GET: the options and a confirmation. POST: drain, then show the run.
+
+        The drain runs inside this request; gunicorn's timeout is set above the
+        longest a drain can take (kaireon/gunicorn.conf.py).
+        """
+        if not can_drain(request):
+            raise PermissionDenied
+        enabled = enabled_queue_names()
+        if request.method == "POST":
+            form = DrainForm(request.POST, enabled=enabled)
+            if form.is_valid():
+                try:
+                    options = parse_options(**form.option_values())
+                except DrainOptionError as exc:
+                    form.add_option_error(exc)
+                else:
+                    run = drain(
+                        trigger=DrainRun.Trigger.ADMIN,
+                        options=options,
+                        requested_by=request.user,
+                        caller=f"admin {request.user}",
+                    )
+                    self.message_user(
+                        request,
+                        summary_line(run),
+                        MESSAGE_LEVELS.get(run.status, messages.ERROR),
+                    )
+                    if self.has_view_permission(request, run):
+                        url = reverse("admin:ops_drainrun_change", args=[run.pk])
+                    else:
+                        url = reverse("admin:index")
+                    return HttpResponseRedirect(url)
+        else:
+            form = DrainForm(enabled=enabled, initial=_default_options(enabled))
+        return self._render_drain_page(request, form, enabled)
+
+    def _render_drain_page(
+        self, request: HttpRequest, form: DrainForm, enabled: list[str]
+    ) -> TemplateResponse:
+        # Database only: showing this page must cost no Redis command.
+        lease = Lease.objects.filter(name=DRAIN_LEASE).first()
+        if lease is not None and not lease.is_held():
+            lease = None
+        holder = (
+            DrainRun.objects.filter(public_id=lease.holder).first() if lease else None
+        )
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Drain now",
+            "opts": self.opts,
+            "form": form,
+            "enabled": enabled,
+            "lease": lease,
+            "holder": holder,
+            "has_view_permission": self.has_view_permission(request),
+            "job_grace_ms": settings.DRAIN_JOB_GRACE_MS,
+        }
+        return TemplateResponse(request, "admin/ops/drainrun/drain.html", context)
+
+
+# --- The drain lease ----------------------------------------------------------
+
+
+@admin.register(Lease)
+class LeaseAdmin(admin.ModelAdmin):
+    """Who holds the drain lease (a drain running now, or a dead one's row)."""
+
+    list_display = ("name", "holder_link", "held", "expires_at", "acquired_at")
+    readonly_fields = ("name", "holder", "expires_at", "acquired_at")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Lease]:
+        # The holder's run id by annotation: no query per row.
+        holder_run = DrainRun.objects.filter(public_id=OuterRef("holder"))
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(holder_run_pk=Subquery(holder_run.values("pk")[:1]))
+        )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(
+        self, request: HttpRequest, obj: Lease | None = None
+    ) -> bool:
+        return False
+
+    def has_delete_permission(
+        self, request: HttpRequest, obj: Lease | None = None
+    ) -> bool:
+        return False
+
+    @admin.display(description="holder")
+    def holder_link(self, obj: Lease) -> SafeString | None:
+        if obj.holder is None:
+            return None
+        return _run_link(getattr(obj, "holder_run_pk", None), obj.holder)
+
+    @admin.display(description="held now", boolean=True)
+    def held(self, obj: Lease) -> bool:
+        return obj.is_held()

@@ -1,0 +1,155 @@
+"""Admin: always-on worker processes and the worker mode page.
+
+Listing workers reads the database only (supervisors keep WorkerProcess rows
+fresh). The mode page reads RQ's worker registry on demand — one SMEMBERS,
+stated on the page — to show RQ workers this console did not start.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.conf import settings
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+
+from ops import runtime
+from ops.models import ConsoleSettings, Source, WorkerProcess
+from ops.usage import incidents
+from ops.workers import consumers
+
+MODE_PERMISSION = "ops.change_worker_mode"
+
+STATE_COLOURS = {
+    WorkerProcess.State.STARTING: "#2563eb",
+    WorkerProcess.State.IDLE: "#15803d",
+    WorkerProcess.State.BUSY: "#b45309",
+    WorkerProcess.State.STOPPED: "#6b7280",
+    WorkerProcess.State.CRASHED: "#b91c1c",
+}
+
+
+class ModeForm(forms.Form):
+    worker_mode = forms.ChoiceField(
+        choices=ConsoleSettings.WorkerMode.choices,
+        required=False,
+        label="Worker mode",
+        help_text="Applied by the console's supervisor within a minute.",
+    )
+
+
+@admin.register(WorkerProcess)
+class WorkerProcessAdmin(admin.ModelAdmin):
+    list_display = [
+        "name",
+        "state_badge",
+        "role",
+        "host",
+        "pid",
+        "queue_list",
+        "current_job",
+        "started",
+        "heartbeat",
+        "restarts",
+    ]
+    list_filter = ["state", "role", "host"]
+    search_fields = ["name", "host", "current_job"]
+    show_full_result_count = False
+    readonly_fields = [f.name for f in WorkerProcess._meta.fields]
+    change_list_template = "admin/ops/workerprocess/change_list.html"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="state", ordering="state")
+    def state_badge(self, obj: WorkerProcess) -> str:
+        return format_html(
+            '<span class="ops-badge" style="background:{}">{}</span>',
+            STATE_COLOURS.get(obj.state, "#6b7280"),
+            obj.state,
+        )
+
+    @admin.display(description="queues")
+    def queue_list(self, obj: WorkerProcess) -> str:
+        return format_html("{}", ", ".join(obj.queues))
+
+    def get_urls(self) -> list[URLPattern]:
+        return [
+            path(
+                "mode/",
+                self.admin_site.admin_view(self.mode_view),
+                name="ops_workerprocess_mode",
+            ),
+            *super().get_urls(),
+        ]
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        extra = {
+            "worker_mode": runtime.worker_mode(),
+            "consumption_warnings": consumers.double_consumption_warnings(),
+            **(extra_context or {}),
+        }
+        return super().changelist_view(request, extra_context=extra)
+
+    def mode_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        can_switch = request.user.has_perm(MODE_PERMISSION)
+        row = runtime.console_settings()
+        if request.method == "POST":
+            if not can_switch:
+                raise PermissionDenied
+            form = ModeForm(request.POST)
+            if form.is_valid():
+                row.worker_mode = form.cleaned_data["worker_mode"]
+                row.updated = timezone.now()
+                row.updated_by = request.user
+                row.save(update_fields=["worker_mode", "updated", "updated_by"])
+                messages.success(
+                    request,
+                    f"Worker mode is now {runtime.worker_mode(row)}; the console's "
+                    "supervisor applies it within a minute.",
+                )
+                return HttpResponseRedirect(reverse("admin:ops_workerprocess_mode"))
+        else:
+            form = ModeForm(initial={"worker_mode": row.worker_mode})
+
+        registered = _registered_workers()
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": "Worker mode",
+            "form": form,
+            "can_switch": can_switch,
+            "effective_mode": runtime.worker_mode(row),
+            "env_default": "always-on" if settings.WORKER_INPROCESS else "cron-drain",
+            "stored_mode": row.worker_mode,
+            "live_workers": consumers.live_workers(),
+            "warnings": consumers.double_consumption_warnings(),
+            "registered": registered,
+        }
+        return TemplateResponse(request, "admin/ops/workerprocess/mode.html", context)
+
+
+def _registered_workers() -> consumers.RegisteredWorkers:
+    names: list[str] = []
+    with incidents.guarded_read(Source.CONSOLE) as read:
+        if read.client is not None:
+            names = consumers.registered_rq_workers(read.client)
+    if read.problem():
+        return consumers.RegisteredWorkers(
+            [], [], read.meter.billed, error=read.problem()
+        )
+    ours, foreign = consumers.split_ours(names)
+    return consumers.RegisteredWorkers(ours, foreign, read.meter.billed)

@@ -1,0 +1,130 @@
+"""The job-execution seam of the drain engine: one child process drains one queue.
+
+The drain engine (ops/engine/drain.py) starts `python -m ops.engine.drain_worker`
+per queue and reads a line protocol from the file descriptor given by --report-fd:
+
+    start <job_id>
+    end <job_id> ok|failed <billed> <total>
+    deadline                      (stopped taking jobs: the time budget is spent)
+    done <billed> <total>
+
+`billed`/`total` are the Redis commands this process has sent so far. Any other
+executor that keeps RQ's data format (a leaner per-job path) can replace this
+module without touching the engine, the lease or the run records.
+
+Why a child process: RQ enforces job timeouts with SIGALRM, which only works in
+a main thread, and a drain may be called from a web request thread. Here the
+job runs in the child's main thread, and a job that crashes the interpreter or
+calls os._exit takes down only this process; the engine sees the exit, fails
+the job it was running and carries on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import IO, Any
+
+from rq.job import JobStatus
+from rq.worker import SimpleWorker
+
+from ops.engine import children
+
+
+class DrainWorker(SimpleWorker):
+    """RQ's in-process worker with a wall-clock deadline and a progress report."""
+
+    def __init__(
+        self, *args: Any, deadline: float, report: IO[str], meter: Any, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.deadline = deadline
+        self.report = report
+        self.meter = meter
+
+    def subscribe(self) -> None:
+        """No RQ pubsub listener: the drain engine stops this process itself.
+        The listener would cost a connection, SUBSCRIBE and UNSUBSCRIBE, and up
+        to a second at exit waiting for its thread."""
+
+    @property
+    def should_run_maintenance_tasks(self) -> bool:
+        # Registry maintenance costs ~51 commands over five queues per run and
+        # finds nothing on a healthy queue; the engine fails its own abandoned
+        # jobs precisely instead (ops/engine/recovery.py).
+        return False
+
+    def dequeue_job_and_maintain_ttl(
+        self, timeout: int | None, max_idle_time: int | None = None
+    ) -> Any:
+        # RQ has no wall-clock limit for a burst: stop taking new jobs once the
+        # deadline has passed (a job already running may overshoot it).
+        if time.time() >= self.deadline:
+            self._emit("deadline")
+            return None
+        return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+
+    def execute_job(self, job: Any, queue: Any) -> None:
+        self._emit(f"start {job.id}")
+        super().execute_job(job, queue)
+        outcome = (
+            "ok" if job.get_status(refresh=False) == JobStatus.FINISHED else "failed"
+        )
+        self._emit(f"end {job.id} {outcome} {self.meter.billed} {self.meter.total}")
+
+    def _emit(self, line: str) -> None:
+        self.report.write(line + "\n")
+        self.report.flush()
+
+
+def drain_queue(
+    queue: str,
+    deadline: float,
+    worker_name: str,
+    report_fd: int,
+    tally: children.SharedTally,
+) -> int:
+    """Drain one queue until it is empty or the deadline passes (Django set up)."""
+    from ops.queues import rq_queue
+
+    report, meter, client = children.child_client(report_fd, "drain-jobs", tally)
+    worker = DrainWorker(
+        [rq_queue(queue, client)],
+        name=worker_name,
+        connection=client,
+        deadline=deadline,
+        report=report,
+        meter=meter,
+        **children.worker_kwargs(),
+    )
+    children.identify(worker)
+    worker.work(burst=True, logging_level="WARNING")
+    report.write(f"done {meter.billed} {meter.total}\n")
+    report.flush()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ops.engine.drain_worker")
+    parser.add_argument("--queue", required=True)
+    parser.add_argument("--deadline", type=float, required=True, help="epoch seconds")
+    parser.add_argument("--worker-name", required=True)
+    parser.add_argument("--report-fd", type=int, required=True)
+    parser.add_argument("--parent-pid", type=int, required=True)
+    # Where the parent reads this process's command counts (a private one
+    # when run by hand).
+    parser.add_argument("--tally-fd", type=int, default=None)
+    args = parser.parse_args(argv)
+    children.setup_child(args.parent_pid)
+    return drain_queue(
+        args.queue,
+        args.deadline,
+        args.worker_name,
+        args.report_fd,
+        children.SharedTally(args.tally_fd),
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,434 @@
+"""Is it safe to move to another Redis now? (runbook §6.3)
+
+Switching Redis instances abandons every job still in the old database: queued,
+popped but never registered (the intermediate list), scheduled, started and
+deferred. The runbook's rule is "wait until drains return totalProcessed: 0 for
+several consecutive ticks"; this check applies it and also looks at Redis
+itself, because an empty streak says nothing about a job scheduled for
+tomorrow or one enqueued a second ago.
+
+Cost: one pipeline of 6 commands per queue (LLEN + LLEN + four ZCARDs, no
+MULTI/EXEC) plus one SCARD of RQ's worker registry: 6 x queues + 1 billed
+commands. RQ's registry methods are not used: they clean up on every read,
+which costs more and changes what is being looked at (see
+ops/inspection/queue_stats.py).
+Drains and always-on workers are read from the database, for free.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import redis
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+from rq.registry import DeferredJobRegistry
+from rq.worker import Worker
+
+from ops.inspection.queue_stats import failed_key, started_key
+from ops.models import DrainRun, Queue, Source, WorkerProcess
+from ops.queues import intermediate_key, list_key, scheduled_key
+from ops.usage import incidents
+from ops.usage.quota_errors import is_quota_exhausted
+
+COMMANDS_PER_QUEUE = 6
+EXTRA_COMMANDS = 1  # SCARD rq:workers
+COST_FORMULA = f"{COMMANDS_PER_QUEUE} per queue + {EXTRA_COMMANDS}"
+
+# A supervisor reports its workers every minute; a row silent for longer than
+# this belongs to a process (or host) that is gone without saying so. Wider than
+# the console's own "live" window (ops/workers/consumers.py, 3 minutes) on purpose:
+# calling a slow-reporting worker dead here would call an unsafe switch safe.
+LIVE_WORKER_WINDOW = timedelta(minutes=10)
+
+# How many of the latest drains the page and the JSON show.
+RECENT_DRAINS = 10
+
+# Finished drains that prove something about the queues. Skipped drains never
+# looked; running ones have not finished looking.
+EMPTY_STATUSES = (DrainRun.Status.SUCCEEDED, DrainRun.Status.DEADLINE)
+FINISHED_STATUSES = (*EMPTY_STATUSES, DrainRun.Status.FAILED, DrainRun.Status.ABANDONED)
+
+
+def deferred_key(name: str) -> str:
+    return DeferredJobRegistry.key_template.format(name)
+
+
+class RedisProblem:
+    """Why Redis could not be read (empty string: it was read)."""
+
+    NONE = ""
+    UNREACHABLE = "unreachable"  # connection refused, timeout, DNS, ...
+    QUOTA = "quota"  # the provider's "max requests limit exceeded", or an open incident
+    ERROR = "error"  # any other error reply (a key of the wrong type, ...)
+
+
+@dataclass(frozen=True)
+class QueuePending:
+    """What one queue still holds in Redis."""
+
+    enabled: bool
+    queued: int
+    intermediate: int
+    scheduled: int
+    started: int
+    deferred: int
+    failed: int
+
+    # Everything a switch would abandon; failed jobs are history, not work.
+    ABANDONED_FIELDS = ("queued", "intermediate", "scheduled", "started", "deferred")
+
+    @property
+    def would_be_abandoned(self) -> int:
+        return sum(getattr(self, name) for name in self.ABANDONED_FIELDS)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "enabled": self.enabled,
+            "queued": self.queued,
+            "intermediate": self.intermediate,
+            "scheduled": self.scheduled,
+            "started": self.started,
+            "deferred": self.deferred,
+            "failed": self.failed,
+        }
+
+
+@dataclass(frozen=True)
+class DrainInStreak:
+    """One of the latest drains, and what it means for the empty streak."""
+
+    run: DrainRun
+    role: str  # "empty", "breaks", "not counted", "before"
+    note: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "runId": str(self.run.public_id),
+            "status": self.run.status,
+            "started": self.run.started.isoformat(),
+            "totalProcessed": self.run.total_processed,
+            "role": self.role,
+            "note": self.note,
+        }
+
+
+@dataclass(frozen=True)
+class SwitchCheck:
+    safe: bool
+    reasons: list[str]
+    # Failed jobs stay in the old Redis's failed registries: not a blocker.
+    left_behind: list[str]
+    consecutive_empty_drains: int
+    required_empty_drains: int
+    # The newest finished drain that was not empty (None: every one was).
+    streak_broken_by: DrainRun | None
+    recent_drains: list[DrainInStreak]
+    # None when Redis could not be read: unknown is not the same as empty.
+    pending: dict[str, QueuePending] | None
+    live_workers: list[WorkerProcess]
+    rq_registered_workers: int | None
+    redis_commands: int
+    expected_redis_commands: int
+    redis_problem: str = RedisProblem.NONE
+    redis_error: str = ""
+    checked_at: datetime = field(default_factory=timezone.now)
+
+    @property
+    def redis_unreachable(self) -> bool:
+        return self.redis_problem == RedisProblem.UNREACHABLE
+
+    @property
+    def verdict(self) -> str:
+        return "safe" if self.safe else "not safe"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON of `manage.py redis_switch_check --json` (camelCase, like
+        the cron endpoints)."""
+        return {
+            "safe": self.safe,
+            "verdict": self.verdict,
+            "reasons": self.reasons,
+            "leftBehind": self.left_behind,
+            "consecutiveEmptyDrains": self.consecutive_empty_drains,
+            "requiredEmptyDrains": self.required_empty_drains,
+            "streakBrokenBy": (
+                None
+                if self.streak_broken_by is None
+                else {
+                    "runId": str(self.streak_broken_by.public_id),
+                    "status": self.streak_broken_by.status,
+                    "started": self.streak_broken_by.started.isoformat(),
+                    "totalProcessed": self.streak_broken_by.total_processed,
+                }
+            ),
+            "recentDrains": [d.as_dict() for d in self.recent_drains],
+            "pending": (
+                None
+                if self.pending is None
+                else {name: p.as_dict() for name, p in self.pending.items()}
+            ),
+            "workers": {
+                "alwaysOn": [_worker_dict(w) for w in self.live_workers],
+                "alwaysOnLive": len(self.live_workers),
+                "rqRegistered": self.rq_registered_workers,
+            },
+            "redisCommands": self.redis_commands,
+            "expectedRedisCommands": self.expected_redis_commands,
+            "redisCommandsFormula": COST_FORMULA,
+            "redisProblem": self.redis_problem or None,
+            "redisError": self.redis_error or None,
+            "checkedAt": self.checked_at.isoformat(),
+        }
+
+
+def _worker_dict(worker: WorkerProcess) -> dict[str, Any]:
+    return {
+        "name": worker.name,
+        "role": worker.role,
+        "host": worker.host,
+        "pid": worker.pid,
+        "state": worker.state,
+        "queues": worker.queues,
+        "heartbeat": worker.heartbeat.isoformat(),
+    }
+
+
+def _plural(n: int, singular: str, plural: str | None = None) -> str:
+    return f"{n} {singular if n == 1 else (plural or singular + 's')}"
+
+
+# --- Drains (database) --------------------------------------------------------
+
+
+def _is_empty(run: DrainRun) -> bool:
+    return run.status in EMPTY_STATUSES and run.total_processed == 0
+
+
+def _why_it_breaks(run: DrainRun) -> str:
+    when = timezone.localtime(run.started).strftime("%Y-%m-%d %H:%M:%S")
+    if run.status == DrainRun.Status.FAILED:
+        return f"the drain of {when} failed, which breaks the streak"
+    if run.status == DrainRun.Status.ABANDONED:
+        return f"the drain of {when} was abandoned, which breaks the streak"
+    return (
+        f"the drain of {when} processed "
+        f"{_plural(run.total_processed, 'job')}, which breaks the streak"
+    )
+
+
+def _streak() -> tuple[int, DrainRun | None]:
+    """(empty finished drains newer than the newest non-empty one, that one).
+
+    Two indexed queries whatever the history's length: a cron ticking every
+    minute for months would make a Python loop over the runs slow."""
+    finished = DrainRun.objects.filter(status__in=FINISHED_STATUSES)
+    empty = Q(status__in=EMPTY_STATUSES, total_processed=0)
+    breaker = finished.exclude(empty).order_by("-started", "-pk").first()
+    streak = finished.filter(empty)
+    if breaker is not None:
+        streak = streak.filter(
+            Q(started__gt=breaker.started)
+            | Q(started=breaker.started, pk__gt=breaker.pk)
+        )
+    return streak.count(), breaker
+
+
+def _recent() -> list[DrainInStreak]:
+    runs = list(DrainRun.objects.order_by("-started", "-pk")[:RECENT_DRAINS])
+    out: list[DrainInStreak] = []
+    broken = False
+    for run in runs:
+        if run.status == DrainRun.Status.SKIPPED:
+            out.append(DrainInStreak(run, "not counted", "skipped: it never looked"))
+        elif run.status == DrainRun.Status.RUNNING:
+            out.append(DrainInStreak(run, "not counted", "still running"))
+        elif broken:
+            out.append(DrainInStreak(run, "before", "before the streak"))
+        elif _is_empty(run):
+            out.append(DrainInStreak(run, "empty", "empty: counts"))
+        else:
+            broken = True
+            out.append(DrainInStreak(run, "breaks", _why_it_breaks(run)))
+    return out
+
+
+def live_workers(now: datetime | None = None) -> list[WorkerProcess]:
+    """Always-on workers whose supervisor says they run, heard from lately."""
+    since = (now or timezone.now()) - LIVE_WORKER_WINDOW
+    return list(
+        WorkerProcess.objects.filter(stopped__isnull=True, heartbeat__gte=since)
+        .exclude(state__in=[WorkerProcess.State.STOPPED, WorkerProcess.State.CRASHED])
+        .order_by("name")
+    )
+
+
+# --- Redis --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _RedisRead:
+    pending: dict[str, QueuePending] | None
+    rq_workers: int | None
+    commands: int
+    problem: str = RedisProblem.NONE
+    error: str = ""
+
+
+def _read_redis(queues: list[Queue], source: str) -> _RedisRead:
+    with incidents.guarded_read(source) as read:
+        if read.client is not None:
+            # transaction=False: MULTI/EXEC would add two billed commands.
+            with read.client.pipeline(transaction=False) as pipe:
+                for queue in queues:
+                    name = queue.name
+                    pipe.llen(list_key(name))
+                    pipe.llen(intermediate_key(name))
+                    pipe.zcard(scheduled_key(name))
+                    pipe.zcard(started_key(name))
+                    pipe.zcard(deferred_key(name))
+                    pipe.zcard(failed_key(name))
+                # Every RQ worker registers here, whichever deployment runs it.
+                pipe.scard(Worker.redis_workers_keys)
+                # raise_on_error=False: redis-py rewords the first error of a
+                # pipeline it raises ("Command # 1 (LLEN ...) of pipeline caused
+                # error: ..."), which hides the provider's quota wording.
+                replies = pipe.execute(raise_on_error=False)
+            errors = [r for r in replies if isinstance(r, redis.ResponseError)]
+            if errors:
+                raise next((e for e in errors if is_quota_exhausted(e)), errors[0])
+    if read.refusal:
+        # During a quota incident only the probe may talk to Redis.
+        return _RedisRead(None, None, 0, RedisProblem.QUOTA, read.refusal)
+    exc = read.exc
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+        return _RedisRead(
+            None,
+            None,
+            read.meter.billed,
+            RedisProblem.UNREACHABLE,
+            f"Redis is unreachable ({type(exc).__name__}: {exc}), so the jobs "
+            "still in it could not be counted",
+        )
+    if exc is not None:
+        if read.quota_exhausted:
+            problem = RedisProblem.QUOTA
+            error = (
+                f"the Redis command quota is exhausted ({exc}), so the jobs still "
+                "in it could not be counted"
+            )
+        else:
+            problem = RedisProblem.ERROR
+            error = (
+                f"Redis answered with an error ({type(exc).__name__}: {exc}), so "
+                "the jobs still in it could not be counted"
+            )
+        return _RedisRead(None, None, read.meter.billed, problem, error)
+    per = COMMANDS_PER_QUEUE
+    pending = {
+        queue.name: QueuePending(
+            queue.enabled, *(int(n) for n in replies[i * per : (i + 1) * per])
+        )
+        for i, queue in enumerate(queues)
+    }
+    return _RedisRead(pending, int(replies[-1]), read.meter.billed)
+
+
+# --- The check ----------------------------------------------------------------
+
+# (field, how one reads in a sentence)
+_KINDS = (
+    ("queued", "queued job", "queued jobs"),
+    (
+        "intermediate",
+        "job in the intermediate list (popped, never registered)",
+        "jobs in the intermediate list (popped, never registered)",
+    ),
+    ("scheduled", "scheduled job", "scheduled jobs"),
+    ("started", "started job", "started jobs"),
+    (
+        "deferred",
+        "deferred job (waiting for a dependency)",
+        "deferred jobs (waiting for dependencies)",
+    ),
+)
+
+
+def _queue_label(name: str, pending: QueuePending) -> str:
+    return name if pending.enabled else f"{name} (disabled)"
+
+
+def switch_check(*, source: str = Source.CONSOLE) -> SwitchCheck:
+    """Everything that would be lost by switching Redis now, and the verdict.
+
+    Never raises for Redis trouble: an unreadable Redis makes the check unsafe
+    with that reason. `source` is what the commands are billed to."""
+    required = settings.REDIS_SWITCH_MIN_EMPTY_DRAINS
+    # Every queue, disabled ones too: a switch abandons their jobs just the same.
+    queues = list(Queue.objects.order_by("priority", "name"))
+    streak, breaker = _streak()
+    recent = _recent()
+    workers = live_workers()
+    read = _read_redis(queues, source)
+
+    reasons: list[str] = []
+    if read.problem:
+        reasons.append(read.error)
+    if streak < required:
+        reason = f"only {streak} of {required} consecutive empty drains"
+        if breaker is not None:
+            reason += f" ({_why_it_breaks(breaker)})"
+        elif streak == 0:
+            reason += " (no finished drain is recorded)"
+        reasons.append(reason)
+
+    left_behind: list[str] = []
+    for name, pending in (read.pending or {}).items():
+        label = _queue_label(name, pending)
+        for field_name, one, many in _KINDS:
+            n = getattr(pending, field_name)
+            if n:
+                reasons.append(
+                    f"{label}: {n} {one if n == 1 else many} would be abandoned"
+                )
+        if pending.failed:
+            left_behind.append(
+                f"{label}: {_plural(pending.failed, 'failed job')} would be left "
+                "behind in the old Redis"
+            )
+
+    if workers:
+        names = ", ".join(f"{w.name} on {w.host}" for w in workers)
+        verb = "is" if len(workers) == 1 else "are"
+        reasons.append(
+            f"{_plural(len(workers), 'always-on worker')} {verb} still registered "
+            f"(heartbeat in the last {int(LIVE_WORKER_WINDOW.total_seconds() // 60)} "
+            f"minutes): {names}"
+        )
+    if read.rq_workers:
+        verb = "is" if read.rq_workers == 1 else "are"
+        reasons.append(
+            f"{_plural(read.rq_workers, 'RQ worker')} {verb} registered in Redis "
+            "(rq:workers), from this deployment or another: stop them first, or "
+            "they keep consuming the old Redis"
+        )
+
+    return SwitchCheck(
+        safe=not reasons,
+        reasons=reasons,
+        left_behind=left_behind,
+        consecutive_empty_drains=streak,
+        required_empty_drains=required,
+        streak_broken_by=breaker,
+        recent_drains=recent,
+        pending=read.pending,
+        live_workers=workers,
+        rq_registered_workers=read.rq_workers,
+        redis_commands=read.commands,
+        expected_redis_commands=COMMANDS_PER_QUEUE * len(queues) + EXTRA_COMMANDS,
+        redis_problem=read.problem,
+        redis_error=read.error,
+    )

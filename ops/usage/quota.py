@@ -1,0 +1,466 @@
+"""How much of the Redis command budget this billing period has used, and where
+it is heading.
+
+Everything here except `read_server_stats` is computed from CommandUsage rows
+(written by ops/usage/metering.py) and DrainRun rows: reading these figures costs no
+Redis command, which matters on a Redis billed per command. Every function
+takes `now` so that tests can pin the clock.
+
+Definitions (kept in one place so the page, the banner and `manage.py quota`
+agree):
+
+* Billing period: from 00:00 UTC on QUOTA_PERIOD_START_DAY to the same day of
+  the next month (the day is at most 28, so every month has it).
+* Used: billable commands (`CommandUsage.commands`) in hourly rows whose hour
+  falls inside the period.
+* Rates (commands/hour): the rows of the last 24 h and of the last 7 days,
+  divided by the time those rows cover. A window starts on the hour, 24 h (or
+  7 days) before the current hour started, and ends now: the current hour's row
+  is partial and so is its time. A window never reaches back before the first
+  row ever recorded, so a deployment one hour old is not diluted by 23 empty
+  hours it did not exist for.
+* Projection: used + rate x hours left in the period, with the 7-day rate once
+  at least 24 h of data exist (steadier), else the 24-h rate.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import redis
+from django.conf import settings
+from django.db.models import Min, Q, Subquery, Sum
+from django.utils import timezone
+
+from ops.models import CommandUsage, Source
+from ops.usage import incidents
+from ops.usage.quota_errors import is_quota_exhausted
+from ops.usage.redis_client import (
+    UNBILLED_COMMANDS,
+    CommandMeter,
+    close_client,
+    make_client,
+)
+
+HOUR = timedelta(hours=1)
+RATE_BASIS_7D = "7d"
+RATE_BASIS_24H = "24h"
+
+
+def current_time() -> datetime:
+    return timezone.now()
+
+
+def _floor_hour(moment: datetime) -> datetime:
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def _hours(delta: timedelta) -> float:
+    return delta.total_seconds() / 3600
+
+
+def _add_months(moment: datetime, months: int) -> datetime:
+    index = moment.year * 12 + moment.month - 1 + months
+    return moment.replace(year=index // 12, month=index % 12 + 1)
+
+
+def _percent(part: float, whole: float) -> float:
+    return 100.0 * part / whole if whole else 0.0
+
+
+# --- The billing period ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Period:
+    start: datetime
+    end: datetime
+
+    @property
+    def hours(self) -> float:
+        return _hours(self.end - self.start)
+
+    def hours_left(self, now: datetime) -> float:
+        return max(0.0, _hours(self.end - now))
+
+    def days(self) -> list[date]:
+        first = self.start.date()
+        return [first + timedelta(days=i) for i in range((self.end - self.start).days)]
+
+
+def billing_period(now: datetime, start_day: int | None = None) -> Period:
+    """The period `now` falls in: [start day 00:00 UTC, same day next month)."""
+    day = settings.QUOTA_PERIOD_START_DAY if start_day is None else start_day
+    if not 1 <= day <= 28:
+        raise ValueError(f"the period start day must be 1..28, got {day}")
+    now = now.astimezone(UTC)
+    start = datetime(now.year, now.month, day, tzinfo=UTC)
+    if now < start:
+        start = _add_months(start, -1)
+    return Period(start=start, end=_add_months(start, 1))
+
+
+# --- Summary: the banner's figures, in one database query -----------------------
+
+
+@dataclass(frozen=True)
+class Rates:
+    last_24h: float  # commands/hour
+    last_7d: float
+    basis: str  # RATE_BASIS_7D or RATE_BASIS_24H: which one projects
+    data_hours: float  # age of the oldest usage row (0: no data at all)
+
+    @property
+    def current(self) -> float:
+        return self.last_7d if self.basis == RATE_BASIS_7D else self.last_24h
+
+    @property
+    def basis_label(self) -> str:
+        if self.data_hours <= 0:
+            return "no usage recorded yet"
+        if self.basis == RATE_BASIS_7D:
+            return "7-day rate"
+        return f"24-hour rate ({self.data_hours:.1f} h of data)"
+
+
+@dataclass(frozen=True)
+class Summary:
+    now: datetime
+    period: Period
+    budget: int
+    used: int
+    rates: Rates
+    projected_total: int
+    # When the budget runs out at the current rate, if that is inside this
+    # period and has not happened yet.
+    runs_out_at: datetime | None
+    thresholds: list[int]
+    # Thresholds (percent) that `used` has reached, and that the projection has.
+    crossed: list[int]
+    projected_crossed: list[int]
+
+    @property
+    def used_percent(self) -> float:
+        return _percent(self.used, self.budget)
+
+    @property
+    def projected_percent(self) -> float:
+        return _percent(self.projected_total, self.budget)
+
+    @property
+    def exhausted(self) -> bool:
+        return self.used >= self.budget
+
+    @property
+    def projected_over_budget(self) -> bool:
+        return self.projected_total >= self.budget
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.budget - self.used)
+
+    @property
+    def level(self) -> str:
+        """warning once used reaches a threshold; notice when only the
+        projection reaches the budget; else ok."""
+        if self.crossed:
+            return "warning"
+        if self.projected_over_budget:
+            return "notice"
+        return "ok"
+
+
+def summary(now: datetime | None = None) -> Summary:
+    """Used, rates and projection: one aggregate query over CommandUsage."""
+    now = now or current_time()
+    period = billing_period(now)
+    hour = _floor_hour(now)
+    since_24h = hour - timedelta(hours=24)
+    since_7d = hour - timedelta(days=7)
+    # The oldest row ever: a scalar subquery, so the sums below only scan the
+    # recent rows (the hour index) and it is still one round trip.
+    oldest = CommandUsage.objects.order_by("hour").values("hour")[:1]
+    totals = CommandUsage.objects.filter(
+        hour__gte=min(period.start, since_7d), hour__lte=now
+    ).aggregate(
+        used=Sum("commands", filter=Q(hour__gte=period.start, hour__lt=period.end)),
+        last_24h=Sum("commands", filter=Q(hour__gte=since_24h)),
+        last_7d=Sum("commands", filter=Q(hour__gte=since_7d)),
+        first=Min(Subquery(oldest)),
+    )
+    rates = _rates(
+        now,
+        first=totals["first"],
+        last_24h=totals["last_24h"] or 0,
+        last_7d=totals["last_7d"] or 0,
+        since_24h=since_24h,
+        since_7d=since_7d,
+    )
+    return _summarise(now, period, totals["used"] or 0, rates)
+
+
+def _rates(
+    now: datetime,
+    *,
+    first: datetime | None,
+    last_24h: int,
+    last_7d: int,
+    since_24h: datetime,
+    since_7d: datetime,
+) -> Rates:
+    if first is None:
+        return Rates(0.0, 0.0, RATE_BASIS_24H, 0.0)
+
+    def rate(commands: int, since: datetime) -> float:
+        covered = _hours(now - max(since, first))
+        return commands / covered if covered > 0 else 0.0
+
+    data_hours = max(0.0, _hours(now - first))
+    return Rates(
+        last_24h=rate(last_24h, since_24h),
+        last_7d=rate(last_7d, since_7d),
+        basis=RATE_BASIS_7D if data_hours >= 24 else RATE_BASIS_24H,
+        data_hours=data_hours,
+    )
+
+
+def _summarise(now: datetime, period: Period, used: int, rates: Rates) -> Summary:
+    budget = settings.QUOTA_MONTHLY_BUDGET
+    thresholds = list(settings.QUOTA_WARN_THRESHOLDS)
+    rate = rates.current
+    projected = used + round(rate * period.hours_left(now))
+    runs_out_at = None
+    if used < budget and rate > 0:
+        at = now + timedelta(hours=(budget - used) / rate)
+        runs_out_at = at if at < period.end else None
+    return Summary(
+        now=now,
+        period=period,
+        budget=budget,
+        used=used,
+        rates=rates,
+        projected_total=projected,
+        runs_out_at=runs_out_at,
+        thresholds=thresholds,
+        crossed=[t for t in thresholds if _percent(used, budget) >= t],
+        projected_crossed=[t for t in thresholds if _percent(projected, budget) >= t],
+    )
+
+
+# --- The full report: the quota page and `manage.py quota` ----------------------
+
+
+@dataclass(frozen=True)
+class SourceUsage:
+    source: str
+    label: str
+    commands: int
+    unbilled: int
+    percent: float  # of this period's billable commands
+
+
+@dataclass(frozen=True)
+class DayUsage:
+    day: date
+    commands: int
+    cumulative: int  # billable commands from the period start to this day's end
+
+
+@dataclass(frozen=True)
+class Report:
+    summary: Summary
+    by_source: list[SourceUsage]
+    # Every day from the period start to today (days without usage as 0).
+    by_day: list[DayUsage]
+    # The date the budget runs out at the current rate, or was crossed if it is
+    # already spent; None when it lasts the period.
+    exhausted_on: date | None
+    per_job_commands: float
+    per_job_source: str
+    # More jobs this period could take before the projection reaches the budget.
+    headroom_jobs: int
+    unbilled: int = 0
+
+
+def report(now: datetime | None = None, *, costs: Any | None = None) -> Report:
+    """Everything the quota page shows but the advisor. `costs` (an
+    ops.usage.advisor.Costs) saves a query when the caller already measured them."""
+    # Imported here: the advisor reads no quota figures, but quota needs the
+    # advisor's per-job cost for the headroom.
+    from ops.usage import advisor
+
+    now = now or current_time()
+    head = summary(now)
+    period = head.period
+    rows = CommandUsage.objects.filter(
+        hour__gte=period.start, hour__lt=period.end, hour__lte=now
+    ).values_list("hour", "source", "commands", "unbilled")
+    per_source: defaultdict[str, list[int]] = defaultdict(lambda: [0, 0])
+    per_day: defaultdict[date, int] = defaultdict(int)
+    for hour, source, commands, unbilled in rows:
+        per_source[source][0] += commands
+        per_source[source][1] += unbilled
+        per_day[hour.astimezone(UTC).date()] += commands
+
+    labels = dict(Source.choices)
+    by_source = sorted(
+        (
+            SourceUsage(
+                source=source,
+                label=str(labels.get(source, source)),
+                commands=billed,
+                unbilled=unbilled,
+                percent=_percent(billed, head.used),
+            )
+            for source, (billed, unbilled) in per_source.items()
+        ),
+        key=lambda s: (-s.commands, s.source),
+    )
+    by_day = []
+    cumulative = 0
+    today = now.astimezone(UTC).date()
+    for day in period.days():
+        if day > today:
+            break
+        cumulative += per_day.get(day, 0)
+        by_day.append(
+            DayUsage(day=day, commands=per_day.get(day, 0), cumulative=cumulative)
+        )
+
+    if head.exhausted:
+        exhausted_on = next(
+            (d.day for d in by_day if d.cumulative >= head.budget), today
+        )
+    else:
+        exhausted_on = head.runs_out_at.date() if head.runs_out_at else None
+
+    per_job = (costs or advisor.measured_costs(now)).per_job
+    headroom = max(0, head.budget - head.projected_total)
+    return Report(
+        summary=head,
+        by_source=by_source,
+        by_day=by_day,
+        exhausted_on=exhausted_on,
+        per_job_commands=per_job.value,
+        per_job_source=per_job.note,
+        headroom_jobs=math.floor(headroom / per_job.value) if per_job.value else 0,
+        unbilled=sum(u for _, u in per_source.values()),
+    )
+
+
+def as_json(rep: Report, advice: Any | None = None) -> dict[str, Any]:
+    """The JSON of `manage.py quota --json` (camelCase, like the cron API)."""
+    head = rep.summary
+    data: dict[str, Any] = {
+        "now": head.now.isoformat(),
+        "periodStart": head.period.start.isoformat(),
+        "periodEnd": head.period.end.isoformat(),
+        "budget": head.budget,
+        "used": head.used,
+        "usedPercent": round(head.used_percent, 2),
+        "remaining": head.remaining,
+        "unbilled": rep.unbilled,
+        "bySource": {s.source: s.commands for s in rep.by_source},
+        "byDay": [
+            {"date": d.day.isoformat(), "commands": d.commands} for d in rep.by_day
+        ],
+        "rates": {
+            "last24hPerHour": round(head.rates.last_24h, 3),
+            "last7dPerHour": round(head.rates.last_7d, 3),
+            "basis": head.rates.basis,
+            "dataHours": round(head.rates.data_hours, 2),
+        },
+        "projectedPeriodTotal": head.projected_total,
+        "projectedPercent": round(head.projected_percent, 2),
+        "exhaustedOn": rep.exhausted_on.isoformat() if rep.exhausted_on else None,
+        "alreadyExhausted": head.exhausted,
+        "thresholds": head.thresholds,
+        "thresholdsCrossed": head.crossed,
+        "projectedThresholdsCrossed": head.projected_crossed,
+        "perJobCommands": round(rep.per_job_commands, 2),
+        "perJobSource": rep.per_job_source,
+        "headroomJobs": rep.headroom_jobs,
+    }
+    if advice is not None:
+        data["advisor"] = advice.as_json()
+    return data
+
+
+# --- Optional: the server's own counters (QUOTA_SERVER_STATS=1) ------------------
+
+
+@dataclass(frozen=True)
+class ServerStats:
+    """`INFO commandstats` of the Redis server: every client's commands since
+    the server started (or since CONFIG RESETSTAT), beside this project's."""
+
+    enabled: bool
+    error: str = ""
+    since: datetime | None = None
+    all_clients: int = 0  # billable commands any client sent (server's count)
+    project: int = 0  # what this project recorded over the same hours
+    unbilled_spent: int = 0  # the INFO commands this read sent (not billed)
+    billed_spent: int = 0
+
+    @property
+    def others(self) -> int:
+        return max(0, self.all_clients - self.project)
+
+
+def read_server_stats(now: datetime | None = None) -> ServerStats:
+    """Read INFO server + INFO commandstats (both unbilled). The only function
+    here that talks to Redis; called only when QUOTA_SERVER_STATS is on."""
+    if not settings.QUOTA_SERVER_STATS:
+        return ServerStats(enabled=False)
+    if incidents.open_incident() is not None:
+        # An exhausted provider may refuse even INFO; the incident's probe
+        # schedule decides when Redis is contacted, not a page view.
+        return ServerStats(enabled=True, error="skipped while a quota incident is open")
+    now = now or current_time()
+    meter = CommandMeter(Source.CONSOLE)
+    client = make_client(meter)
+    try:
+        uptime = int(client.info("server").get("uptime_in_seconds", 0))
+        stats = client.info("commandstats")
+    except redis.RedisError as exc:
+        if is_quota_exhausted(exc):
+            # The provider refused even an unbilled command: that is the
+            # incident of runbook §8, whoever noticed it first.
+            incidents.note_quota_error(Source.CONSOLE, exc)
+        return ServerStats(
+            enabled=True,
+            error=f"{type(exc).__name__}: {exc}",
+            unbilled_spent=meter.total - meter.billed,
+            billed_spent=meter.billed,
+        )
+    finally:
+        close_client(client)
+    all_clients = 0
+    for key, values in stats.items():
+        # "cmdstat_get", "cmdstat_client|setinfo": the command is the part
+        # before "|". Rejected calls count too: the provider bills what is sent.
+        name = key.removeprefix("cmdstat_").split("|", 1)[0].upper()
+        if name in UNBILLED_COMMANDS or not isinstance(values, dict):
+            continue
+        all_clients += int(values.get("calls", 0)) + int(
+            values.get("rejected_calls", 0)
+        )
+    since = now - timedelta(seconds=uptime)
+    project = (
+        CommandUsage.objects.filter(hour__gte=_floor_hour(since), hour__lte=now)
+        .aggregate(total=Sum("commands"))
+        .get("total")
+        or 0
+    )
+    return ServerStats(
+        enabled=True,
+        since=since,
+        all_clients=all_clients,
+        project=project,
+        unbilled_spent=meter.total - meter.billed,
+        billed_spent=meter.billed,
+    )
