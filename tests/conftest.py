@@ -15,6 +15,7 @@ from django.conf import settings
 from bench.fault_proxy import FaultProxy
 from bench.redis_server import PrivateRedis
 from bench.wire_proxy import WireProxy
+from ops.engine.enqueue import forget_registered_queues
 from ops.usage.metering import recorder
 
 if TYPE_CHECKING:
@@ -48,6 +49,9 @@ def raw_redis(redis_server: PrivateRedis) -> Iterator[redis.Redis]:
 @pytest.fixture(autouse=True)
 def _clean_redis(redis_server: PrivateRedis, raw_redis: redis.Redis) -> Iterator[None]:
     raw_redis.flushall()
+    # The enqueue API remembers which queues it registered in rq:queues; the
+    # flush forgot them.
+    forget_registered_queues()
     _point_at(redis_server.url())
     yield
     _point_at(redis_server.url())

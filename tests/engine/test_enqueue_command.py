@@ -7,6 +7,8 @@ import pytest
 from django.core.management import CommandError, call_command
 from rq.job import Job
 
+from ops.engine.enqueue import forget_registered_queues
+
 pytestmark = pytest.mark.django_db
 
 
@@ -39,6 +41,21 @@ def test_sleep_jobs_carry_their_duration_and_timeout(raw_redis):
     assert job.func_name == "ops.jobs.sleep"
     assert job.args == (250,)
     assert job.timeout == 7
+
+
+def test_it_costs_one_command_per_job_plus_the_push(wire, raw_redis):
+    forget_registered_queues()
+    call_command("enqueue", "batch-jobs", "--count", "3", stdout=StringIO())
+    sent = wire.snapshot()
+    sent.pop("AUTH", None)
+    # The first enqueue on the queue in this process adds it to rq:queues.
+    assert sent == {"SADD": 1, "HSET": 3, "RPUSH": 1}
+
+    wire.reset()
+    call_command("enqueue", "batch-jobs", "--count", "600", stdout=StringIO())
+    # One pipeline and one RPUSH per 500 jobs.
+    assert wire.billed() == 600 + 2
+    assert raw_redis.llen("rq:queue:batch-jobs") == 603
 
 
 @pytest.mark.parametrize(

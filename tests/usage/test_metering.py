@@ -48,7 +48,7 @@ def test_a_mixed_workload_matches_the_servers_own_count_within_1_percent(
     before = server_calls(raw_redis)
     for _ in range(5):
         run_drain()  # idle ticks
-    enqueue_canaries("batch-jobs", kind="noop", count=40)
+    enqueue_canaries("batch-jobs", kind="noop", count=120)
     enqueue_canaries("dsar-jobs", kind="fail", count=3)
     enqueue_canaries("seed-jobs", kind="noop", count=7)
     run_drain()  # with jobs: parent and child processes
@@ -78,9 +78,9 @@ def test_commands_are_attributed_to_their_source(admin_client, client):
     client.get("/api/v1/cron/status", HTTP_X_CRON_TOKEN=CRON_SECRET)
     recorder.flush()
     by_source = usage()
-    # One enqueue_many transaction: MULTI, SADD, 2 x (HSET, HSET, RPUSH), EXEC;
-    # unbilled: AUTH, and the INFO with which RQ reads the server version.
-    assert by_source["enqueue"] == (9, 2)
+    # One pipeline: SADD (first use of the queue), 2 x HSET, RPUSH; unbilled:
+    # AUTH.
+    assert by_source["enqueue"] == (4, 1)
     # The idle drain's EXISTS; the busy drain's EXISTS and its closer look
     # (EXISTS over the lists + the earliest scheduled entry of 5 queues).
     assert by_source["drain-check"][0] == 1 + 1 + 1 + 5
@@ -128,5 +128,5 @@ def test_a_flush_that_fails_keeps_the_counts_for_the_next(monkeypatch):
 def test_a_process_flushes_its_counts_at_exit(manage_py):
     result = manage_py("enqueue", "retrain-jobs", "--count", "4")
     assert result.returncode == 0, result.stderr
-    # MULTI, SADD, 4 x (HSET, HSET, RPUSH), EXEC; AUTH and INFO unbilled.
-    assert usage() == {"enqueue": (15, 2)}
+    # SADD, 4 x HSET, RPUSH; AUTH unbilled.
+    assert usage() == {"enqueue": (6, 1)}
