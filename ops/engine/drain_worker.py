@@ -4,11 +4,14 @@ The drain engine (ops/engine/drain.py) starts `python -m ops.engine.drain_worker
 per queue and reads a line protocol from the file descriptor given by --report-fd:
 
     start <job_id>
+    record <json>                 (the job's record: ops/engine/records.py)
     end <job_id> ok|failed <billed> <total>
     deadline                      (stopped taking jobs: the time budget is spent)
     done <billed> <total>
 
-`billed`/`total` are the Redis commands this process has sent so far. Any other
+`billed`/`total` are the Redis commands this process has sent so far. The
+`record` line (status finished, failed or retried, times, exception) is built
+from the job's fields in memory: it costs no Redis command. Any other
 executor that keeps RQ's data format (a leaner per-job path) can replace this
 module without touching the engine, the lease or the run records.
 
@@ -29,7 +32,11 @@ from typing import IO, Any
 from rq.job import JobStatus
 from rq.worker import SimpleWorker
 
-from ops.engine import children
+from ops.engine import children, records
+
+# A failed job whose Retry put it back on its queue (or in its scheduled
+# registry) ends with this status in memory.
+_RETRIED = frozenset({JobStatus.QUEUED, JobStatus.SCHEDULED})
 
 
 class DrainWorker(SimpleWorker):
@@ -42,6 +49,7 @@ class DrainWorker(SimpleWorker):
         self.deadline = deadline
         self.report = report
         self.meter = meter
+        self._exc_info: records.ExcInfo | None = None  # of the job running now
 
     def subscribe(self) -> None:
         """No RQ pubsub listener: the drain engine stops this process itself.
@@ -67,11 +75,45 @@ class DrainWorker(SimpleWorker):
 
     def execute_job(self, job: Any, queue: Any) -> None:
         self._emit(f"start {job.id}")
+        self._exc_info = None
         super().execute_job(job, queue)
-        outcome = (
-            "ok" if job.get_status(refresh=False) == JobStatus.FINISHED else "failed"
+        status = job.get_status(refresh=False)
+        outcome = "ok" if status == JobStatus.FINISHED else "failed"
+        # One write for both lines: the engine reads them in the same batch.
+        self._emit(
+            f"{self._record(job, queue, status)}\n"
+            f"end {job.id} {outcome} {self.meter.billed} {self.meter.total}"
         )
-        self._emit(f"end {job.id} {outcome} {self.meter.billed} {self.meter.total}")
+
+    def handle_exception(self, job: Any, *exc_info: Any) -> None:
+        # RQ calls this with what the job raised (or its failure callback).
+        self._exc_info = exc_info  # type: ignore[assignment]
+        super().handle_exception(job, *exc_info)
+
+    def _record(self, job: Any, queue: Any, status: JobStatus) -> str:
+        """The job's `record` line, from its fields in memory only."""
+        if status == JobStatus.FINISHED:
+            kind = records.FINISHED
+        elif status in _RETRIED:
+            kind = records.RETRIED
+        else:
+            kind = records.FAILED
+        exc_type, exc_message = records.exception_fields(self._exc_info)
+        self._exc_info = None
+        try:
+            func = job.func_name or ""
+        except Exception:  # a job whose data cannot be deserialized
+            func = ""
+        return records.record_line(
+            job_id=job.id,
+            queue=queue.name,
+            func=func,
+            status=kind,
+            started=job.started_at,
+            ended=job.ended_at,
+            exc_type=exc_type,
+            exc_message=exc_message,
+        )
 
     def _emit(self, line: str) -> None:
         self.report.write(line + "\n")

@@ -18,7 +18,7 @@ from django.utils.html import escape
 from ops import jobs
 from ops.engine.enqueue import enqueue_canaries
 from ops.engine.lease import DRAIN_LEASE
-from ops.models import DrainRun, Lease, Queue
+from ops.models import DrainRun, JobRecord, Lease, Queue
 
 RUNBOOK_QUEUES = [
     "batch-jobs",
@@ -32,6 +32,7 @@ QUEUES_URL = "/admin/ops/queue/"
 RUNS_URL = "/admin/ops/drainrun/"
 DRAIN_URL = "/admin/ops/drainrun/drain/"
 LEASES_URL = "/admin/ops/lease/"
+JOBS_URL = "/admin/ops/jobrecord/"
 
 
 def _staff(username: str, *codenames: str) -> User:
@@ -448,3 +449,90 @@ def test_a_lease_held_by_an_unknown_run_shows_its_id(admin_client: Client) -> No
 
     assert response.status_code == 200
     assert str(stranger) in response.content.decode()
+
+
+# --- Job records --------------------------------------------------------------
+
+
+def _job_records() -> tuple[DrainRun, JobRecord, JobRecord]:
+    run = _finished_run()
+    started = timezone.now() - timedelta(seconds=2)
+    ok = JobRecord.objects.create(
+        job_id="job-ok-1",
+        queue="batch-jobs",
+        func="tests.jobs.add",
+        status=JobRecord.Status.FINISHED,
+        started=started,
+        ended=started + timedelta(milliseconds=1234),
+        duration_ms=1234,
+        run=run,
+        worker="kdrain.abc.batch-jobs.1",
+    )
+    failed = JobRecord.objects.create(
+        job_id="job-failed-2",
+        queue="dsar-jobs",
+        func="ops.jobs.fail",
+        status=JobRecord.Status.FAILED,
+        exc_type="CanaryFailure",
+        exc_message="canary <b>job</b> failed on purpose",
+    )
+    return run, ok, failed
+
+
+def test_the_job_list_shows_records_with_status_duration_and_run(
+    admin_client: Client, wire
+) -> None:
+    run, ok, failed = _job_records()
+
+    response = admin_client.get(JOBS_URL)
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    row = _row_cells(html, ok.job_id)
+    assert row["queue"] == "batch-jobs"
+    assert row["func"] == "tests.jobs.add"
+    assert row["status_badge"] == "finished"
+    assert row["duration"] == "1234"
+    assert row["exception"] == "-"
+    assert reverse("admin:ops_drainrun_change", args=[run.pk]) in html
+    assert 'class="ops-badge ops-status-failed"' in html
+    row = _row_cells(html, failed.job_id)
+    assert row["exception"] == "CanaryFailure"
+    assert row["run_link"] == "-"
+    assert "canary &lt;b&gt;job&lt;/b&gt; failed on purpose" in html
+    assert _spent(html) == wire.billed() == 0  # the database only
+
+
+def test_the_job_list_filters_and_searches(admin_client: Client) -> None:
+    _, ok, failed = _job_records()
+
+    html = admin_client.get(JOBS_URL, {"status": "failed"}).content.decode()
+    assert failed.job_id in html and ok.job_id not in html
+    html = admin_client.get(JOBS_URL, {"queue": "batch-jobs"}).content.decode()
+    assert ok.job_id in html and failed.job_id not in html
+    html = admin_client.get(JOBS_URL, {"q": "on purpose"}).content.decode()
+    assert failed.job_id in html and ok.job_id not in html
+
+
+def test_job_records_cannot_be_added_changed_or_deleted(
+    admin_client: Client,
+) -> None:
+    _, ok, _ = _job_records()
+    url = reverse("admin:ops_jobrecord_change", args=[ok.pk])
+
+    page = admin_client.get(url)
+    assert page.status_code == 200  # viewing is fine, read only
+    assert 'name="_save"' not in page.content.decode()
+    assert admin_client.post(url, {"status": "failed"}).status_code == 403
+    assert admin_client.get(reverse("admin:ops_jobrecord_add")).status_code == 403
+    delete_url = reverse("admin:ops_jobrecord_delete", args=[ok.pk])
+    assert admin_client.get(delete_url).status_code == 403
+    assert admin_client.post(delete_url, {"post": "yes"}).status_code == 403
+    bulk = admin_client.post(
+        JOBS_URL,
+        {"action": "delete_selected", "_selected_action": [ok.pk], "post": "yes"},
+    )
+    assert bulk.status_code in (200, 302)
+    ok.refresh_from_db()
+    assert ok.status == JobRecord.Status.FINISHED
+    assert JobRecord.objects.count() == 2

@@ -1,0 +1,145 @@
+"""Admin: the job records, one row per job a drain ran (read only).
+
+Database only: the list and its filters cost no Redis command. The table grows
+by a row per job, so the list counts nothing it does not have to (no full
+result count) and the queue filter offers the Queue rows, never a DISTINCT
+over every record.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+from django.utils.text import Truncator
+
+from ops.models import JobRecord, Queue
+
+# The run-status palette (common.STATUS_COLOURS) applied to jobs.
+JOB_STATUS_COLOURS = {
+    JobRecord.Status.FINISHED: "#15803d",
+    JobRecord.Status.FAILED: "#b91c1c",
+    JobRecord.Status.RETRIED: "#b45309",
+    JobRecord.Status.ABANDONED: "#7c2d12",
+    JobRecord.Status.REQUEUED: "#6b7280",
+}
+
+
+class QueueFilter(admin.SimpleListFilter):
+    title = "queue"
+    parameter_name = "queue"
+
+    def lookups(
+        self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]
+    ) -> list[tuple[str, str]]:
+        names = Queue.objects.order_by("name").values_list("name", flat=True)
+        return [(name, name) for name in names]
+
+    def queryset(
+        self, request: HttpRequest, queryset: QuerySet[JobRecord]
+    ) -> QuerySet[JobRecord]:
+        value = self.value()
+        return queryset.filter(queue=value) if value else queryset
+
+
+@admin.register(JobRecord)
+class JobRecordAdmin(admin.ModelAdmin):
+    list_display = (
+        "job_id",
+        "queue",
+        "func",
+        "status_badge",
+        "started_at",
+        "duration",
+        "exception",
+        "run_link",
+    )
+    list_filter = ("status", QueueFilter)
+    search_fields = ("job_id", "func", "exc_message")
+    list_select_related = ("run",)
+    # A row per job: no COUNT(*) of the whole table on every page.
+    show_full_result_count = False
+    fields = (
+        "job_id",
+        "queue",
+        "func",
+        "status_badge",
+        "started",
+        "ended",
+        "duration_ms",
+        "exc_type",
+        "exc_message",
+        "run_link",
+        "worker",
+        "created",
+    )
+    readonly_fields = fields
+
+    # Records of what happened: only the drain engine writes them, and the
+    # retention prune deletes them.
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(
+        self, request: HttpRequest, obj: JobRecord | None = None
+    ) -> bool:
+        return False
+
+    def has_delete_permission(
+        self, request: HttpRequest, obj: JobRecord | None = None
+    ) -> bool:
+        return False
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj: JobRecord) -> SafeString:
+        return format_html(
+            '<span class="ops-badge ops-status-{}" style="background:{}" '
+            'title="{}">{}</span>',
+            obj.status,
+            JOB_STATUS_COLOURS.get(obj.status, "#6b7280"),
+            obj.get_status_display(),
+            obj.status,
+        )
+
+    @admin.display(description="started", ordering="started")
+    def started_at(self, obj: JobRecord) -> SafeString | None:
+        if obj.started is None:
+            return None
+        return format_html(
+            "{}", timezone.localtime(obj.started).strftime("%Y-%m-%d %H:%M:%S")
+        )
+
+    @admin.display(description="ms", ordering="duration_ms")
+    def duration(self, obj: JobRecord) -> SafeString | None:
+        ms = obj.duration_ms
+        return None if ms is None else format_html("{}", ms)
+
+    @admin.display(description="exception", ordering="exc_type")
+    def exception(self, obj: JobRecord) -> SafeString | None:
+        if not obj.exc_type:
+            return None
+        return format_html(
+            '<span title="{}">{}</span>',
+            Truncator(obj.exc_message).chars(300),
+            obj.exc_type,
+        )
+
+    # The run by its start (ids are long); its id is the tooltip. "-" without
+    # one (a read-only field would show None as "None").
+    @admin.display(description="run")
+    def run_link(self, obj: JobRecord) -> SafeString:
+        run = obj.run
+        if run is None:
+            return self.get_empty_value_display()
+        return format_html(
+            '<a href="{}" title="{}">{}</a>',
+            reverse("admin:ops_drainrun_change", args=[run.pk]),
+            run,
+            timezone.localtime(run.started).strftime("%Y-%m-%d %H:%M:%S"),
+        )
