@@ -192,6 +192,21 @@ DRAIN_JOB_GRACE_MS = _int("DRAIN_JOB_GRACE_MS", 60_000, minimum=0, maximum=600_0
 # Added to budget + grace to get the lease's life: past it, a drain that still
 # holds the lease is taken to be dead and its run is marked abandoned.
 DRAIN_LEASE_MARGIN_MS = _int("DRAIN_LEASE_MARGIN_MS", 30_000, minimum=1_000)
+# Which executor runs the jobs: "lean" (a handful of billed commands a job,
+# ops/engine/lean_worker.py) or "rq" (RQ's SimpleWorker, with RQ's exact
+# started-registry and worker bookkeeping, ~52 commands a job).
+DRAIN_EXECUTOR = env.str("DRAIN_EXECUTOR", default="").strip().lower() or "lean"
+if DRAIN_EXECUTOR not in ("lean", "rq"):
+    raise ImproperlyConfigured(
+        f'DRAIN_EXECUTOR must be "lean" or "rq", not {DRAIN_EXECUTOR!r}'
+    )
+# A tick that finds only scheduled jobs, none due, remembers when the earliest
+# is due and stops after its one EXISTS until then. A job scheduled later
+# onto an already non-empty scheduled registry, due sooner, is seen at the
+# latest after this many seconds (a full look, 1 + 1 + 1 per queue commands).
+DRAIN_SCHEDULED_RECHECK_S = _int(
+    "DRAIN_SCHEDULED_RECHECK_S", 900, minimum=0, maximum=86_400
+)
 # Runbook §6.3: before moving to another Redis, this many drains in a row must
 # have processed nothing (manage.py redis_switch_check, the admin's switch page).
 REDIS_SWITCH_MIN_EMPTY_DRAINS = _int(

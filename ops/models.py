@@ -1,4 +1,5 @@
-"""Database state of the console: queues, drain runs and the drain lease."""
+"""Database state of the console: queues, drain runs, the jobs they ran and the
+drain lease."""
 
 from __future__ import annotations
 
@@ -101,12 +102,23 @@ class DrainRun(models.Model):
     )
     error_code = models.CharField(max_length=40, blank=True)
     error = models.TextField(blank=True)
+    # Queues whose claim lists (ops/engine/claims.py) this run could not settle
+    # because Redis failed it at the end: queue -> the id of the job that was
+    # running there, or None. A later drain settles them and empties this.
+    unsettled_claims = models.JSONField(default=dict, blank=True)
+    has_unsettled_claims = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-started"]
         indexes = [
             # Admin list (newest first) and "latest runs" queries.
             models.Index(fields=["-started"], name="drainrun_started_idx"),
+            # Every drain with work looks for runs that left claims unsettled.
+            models.Index(
+                fields=["id"],
+                condition=models.Q(has_unsettled_claims=True),
+                name="drainrun_unsettled_idx",
+            ),
             # Admin filters by status / trigger, newest first; the lease
             # recovery looks up running runs.
             models.Index(fields=["status", "-started"], name="drainrun_status_idx"),
@@ -132,6 +144,7 @@ class DrainRun(models.Model):
         recovered_jobs: int = 0,
         error_code: str = "",
         error: str = "",
+        unsettled_claims: dict[str, str | None] | None = None,
     ) -> None:
         results = queue_results or {}
         self.status = status
@@ -144,7 +157,14 @@ class DrainRun(models.Model):
         self.recovered_jobs = recovered_jobs
         self.error_code = error_code
         self.error = error
+        self.unsettled_claims = unsettled_claims or {}
+        self.has_unsettled_claims = bool(unsettled_claims)
         self.save()
+
+    def mark_claims_settled(self) -> None:
+        self.unsettled_claims = {}
+        self.has_unsettled_claims = False
+        self.save(update_fields=["unsettled_claims", "has_unsettled_claims"])
 
     def mark_skipped(self, *, blocked_by: uuid.UUID | None) -> None:
         self.status = self.Status.SKIPPED
@@ -164,6 +184,66 @@ class DrainRun(models.Model):
         return updated == 1
 
 
+class JobRecord(models.Model):
+    """One job a drain ran, and how it ended.
+
+    Written by the drain engine from its executors' `record` report lines
+    (ops/engine/records.py), so reading a job's history costs no Redis command.
+    Deleted with its run (CASCADE); rows without a run by the retention prune.
+    """
+
+    class Status(models.TextChoices):
+        FINISHED = "finished", "Finished"
+        FAILED = "failed", "Failed"
+        RETRIED = "retried", "Failed, retried (requeued or scheduled by its Retry)"
+        ABANDONED = "abandoned", "Abandoned (its worker died)"
+        REQUEUED = "requeued", "Requeued (claimed but never started)"
+
+    job_id = models.CharField(max_length=128, help_text="The RQ job id.")
+    queue = models.CharField(max_length=100)
+    func = models.CharField(
+        max_length=255, blank=True, help_text="The RQ job's function name."
+    )
+    status = models.CharField(max_length=16, choices=Status.choices)
+    started = models.DateTimeField(null=True, blank=True)
+    ended = models.DateTimeField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    exc_type = models.CharField(max_length=200, blank=True)
+    # Truncated to 2000 characters (ops/engine/records.py).
+    exc_message = models.TextField(blank=True)
+    run = models.ForeignKey(
+        DrainRun,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,  # pruning a run takes its jobs with it
+        related_name="jobs",
+        # The (run, id) index below leads with run: a second one is a waste.
+        db_index=False,
+    )
+    worker = models.CharField(
+        max_length=200, blank=True, help_text="The RQ worker that ran it."
+    )
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        # Newest first by primary key: rows are written in the order jobs end.
+        ordering = ["-id"]
+        verbose_name = "job record"
+        verbose_name_plural = "job records"
+        indexes = [
+            # A run's jobs in order (the run page); rows without a run (the
+            # retention prune looks them up by run IS NULL).
+            models.Index(fields=["run", "id"], name="jobrecord_run_idx"),
+            # Lookups by RQ job id (every attempt of one job).
+            models.Index(fields=["job_id"], name="jobrecord_job_id_idx"),
+            # "Failed jobs in the last 24 h": a status over a time range.
+            models.Index(fields=["status", "created"], name="jobrecord_status_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"job {self.job_id} ({self.status})"
+
+
 class Lease(models.Model):
     """A named lease, held by one drain at a time across processes and hosts.
 
@@ -181,6 +261,24 @@ class Lease(models.Model):
 
     def is_held(self, now: datetime | None = None) -> bool:
         return self.holder is not None and self.expires_at > (now or timezone.now())
+
+
+class ScheduledHint(models.Model):
+    """What the last closer look of a drain found when only scheduled jobs
+    existed: how many of the idle check's keys existed and when the earliest
+    scheduled job is due. The next tick that finds the same number of keys
+    before that time (and before DRAIN_SCHEDULED_RECHECK_S) stops after its one
+    EXISTS (ops/engine/drain.py)."""
+
+    # The selected queues, sorted and comma-joined: a drain of other queues
+    # checks other keys.
+    queues = models.CharField(max_length=1000, primary_key=True)
+    keys_existing = models.PositiveIntegerField()
+    earliest_due = models.DateTimeField()
+    checked_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.queues}: next due {self.earliest_due:%Y-%m-%d %H:%M:%S}"
 
 
 def lease_life(max_duration_ms: int) -> timedelta:

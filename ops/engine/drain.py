@@ -3,9 +3,12 @@
 An idle drain costs one Redis command: a single EXISTS over every selected
 queue's list, scheduled registry and intermediate list. Only when that finds
 work does the engine requeue stranded jobs, promote due scheduled jobs and start
-child processes (ops/engine/drain_worker.py, the
-job-execution seam), at most `max_concurrent_queues` at a time, in priority
-order, until the queues are empty or the time budget is spent.
+child processes — the executor, behind the job-execution seam: the lean
+executor (ops/engine/lean_worker.py, the default) or RQ's SimpleWorker
+(ops/engine/drain_worker.py), per DRAIN_EXECUTOR — at most
+`max_concurrent_queues` at a time, in priority order, until the queues are empty
+or the time budget is spent. Dependents that the lean executor enqueues onto
+another selected queue run in the same drain while time is left.
 """
 
 from __future__ import annotations
@@ -18,16 +21,18 @@ import time
 import uuid
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
 from django.conf import settings
 from rq.utils import as_text
 
-from ops.engine import children, drain_worker, lease, scheduled
+from ops.engine import children, claims, drain_worker, lean_worker, lease, scheduled
 from ops.engine.drain_options import DrainOptions
+from ops.engine.records import RecordWriter, parse_record, record_line
 from ops.engine.recovery import fail_started_jobs, forget_worker, requeue_stranded
-from ops.models import DrainRun, Source, lease_life
+from ops.models import DrainRun, ScheduledHint, Source, lease_life
 from ops.queues import (
     intermediate_key,
     list_key,
@@ -41,7 +46,7 @@ from ops.usage.redis_client import CommandMeter, close_client, make_client
 
 log = logging.getLogger(__name__)
 
-EXECUTOR_MODULE = "ops.engine.drain_worker"
+EXECUTOR_MODULES = {"lean": "ops.engine.lean_worker", "rq": "ops.engine.drain_worker"}
 # A queue whose child keeps dying (a job that segfaults, say) is given up on
 # for this drain after this many deaths; each death fails the job it ran.
 MAX_CHILD_DEATHS_PER_QUEUE = 5
@@ -72,6 +77,7 @@ class _Tally:
 class _Child:
     queue: str
     worker_name: str
+    claim_key: str
     proc: subprocess.Popen[bytes] | children.ForkedChild
     reader: int
     tally: children.SharedTally
@@ -87,9 +93,14 @@ class _Child:
 @dataclass
 class _Outcome:
     tallies: dict[str, _Tally]
+    records: RecordWriter
     deadline_hit: bool = False
     child_billed: int = 0
     errors: list[str] = field(default_factory=list)
+    # Queues the lean executor put dependents on during this drain.
+    enqueued: Counter[str] = field(default_factory=Counter)
+    # Claim lists Redis did not let us settle: queue -> job running there.
+    unsettled: dict[str, str | None] = field(default_factory=dict)
 
 
 def drain(
@@ -135,7 +146,10 @@ def drain(
 
     meter = CommandMeter(Source.DRAIN_CHECK)
     client = make_client(meter)
-    outcome = _Outcome(tallies={name: _Tally() for name in options.queues})
+    outcome = _Outcome(
+        tallies={name: _Tally() for name in options.queues},
+        records=RecordWriter(run=run),
+    )
     recovered = 0
     status = DrainRun.Status.SUCCEEDED
     error_code = error = ""
@@ -157,6 +171,7 @@ def drain(
             escaping = exc if not isinstance(exc, Exception) else None
     finally:
         close_client(client)
+        outcome.records.flush()
 
     if status == DrainRun.Status.SUCCEEDED:
         if outcome.errors:
@@ -173,6 +188,7 @@ def drain(
             recovered_jobs=recovered,
             error_code=error_code,
             error=error,
+            unsettled_claims=outcome.unsettled,
         )
     finally:
         lease.release(run)
@@ -208,15 +224,38 @@ def _recover_dead_runs(run: DrainRun, client: redis.Redis) -> int:
         )
         if not dead.mark_abandoned(note=note):
             continue  # another drain recovered it first
+        reason = f"drain {dead.public_id} died while running it"
         for name in dead.params.get("queues", []):
+            # Either executor may have run it: RQ's started registry and the
+            # lean executor's claim list (1 command each when empty).
             recovered += len(
                 fail_started_jobs(
-                    client,
-                    name,
-                    worker_prefix=dead.worker_prefix,
-                    reason=f"drain {dead.public_id} died while running it",
+                    client, name, worker_prefix=dead.worker_prefix, reason=reason
                 )
             )
+            settled = claims.recover(
+                client,
+                name,
+                claims.claim_key(f"{dead.worker_prefix}{name}"),
+                running=claims.UNKNOWN,
+                reason=reason,
+            )
+            recovered += len(settled.abandoned) + len(settled.requeued)
+    # Runs that ended while Redis refused to let them settle their claim lists
+    # (an outage, the quota): settle them now that it answers.
+    for prior in DrainRun.objects.filter(has_unsettled_claims=True).exclude(
+        status=DrainRun.Status.RUNNING
+    ):
+        for name, running in prior.unsettled_claims.items():
+            settled = claims.recover(
+                client,
+                name,
+                claims.claim_key(f"{prior.worker_prefix}{name}"),
+                running=running,
+                reason=f"drain {prior.public_id} lost Redis while running it",
+            )
+            recovered += len(settled.abandoned) + len(settled.requeued)
+        prior.mark_claims_settled()
     return recovered
 
 
@@ -232,12 +271,20 @@ def _drain_with_lease(
     if not names:
         return
     # The idle check: one command for every queue, the floor of an idle tick.
-    if client.exists(*pending_keys(names)) == 0:
+    existing = client.exists(*pending_keys(names))
+    if existing == 0:
         return
     now = time.time()
     # Something exists. A job scheduled for later makes the check true on every
-    # tick, so look closer before paying for a full look: are the lists empty
-    # and every scheduled job still in the future? (1 + 1 per queue.)
+    # tick. If the last closer look found only scheduled jobs, none due, and
+    # the same number of keys exists now, nothing changed that a new list or
+    # registry would show: stop here until the earliest is due (or the
+    # re-check interval has passed).
+    hint_key = ",".join(sorted(names))
+    if _hint_holds(hint_key, existing, now):
+        return
+    # Look closer before paying for a full look: are the lists empty and every
+    # scheduled job still in the future? (1 + 1 per queue.)
     with client.pipeline(transaction=False) as pipe:
         pipe.exists(
             *[list_key(n) for n in names], *[intermediate_key(n) for n in names]
@@ -246,7 +293,17 @@ def _drain_with_lease(
             pipe.zrange(scheduled_key(name), 0, 0, withscores=True)
         listed, *earliest = pipe.execute()
     if not listed and all(not e or e[0][1] > now for e in earliest):
+        due = min(e[0][1] for e in earliest if e)
+        ScheduledHint.objects.update_or_create(
+            queues=hint_key,
+            defaults={
+                "keys_existing": existing,
+                "earliest_due": datetime.fromtimestamp(due, UTC),
+                "checked_at": datetime.fromtimestamp(now, UTC),
+            },
+        )
         return
+    ScheduledHint.objects.filter(queues=hint_key).delete()
     meter.source = Source.DRAIN_JOBS  # from here on it is work, not checking
 
     n = len(names)
@@ -269,9 +326,17 @@ def _drain_with_lease(
             depths[name] += scheduled.promote(client, name, ids)
 
     with_work = [name for name in names if depths[name] > 0]
-    if with_work:
-        deadline = run.started.timestamp() + options.max_duration_ms / 1000
+    deadline = run.started.timestamp() + options.max_duration_ms / 1000
+    while with_work:
         _run_children(run, options, with_work, deadline, client, outcome, fork_children)
+        # Dependents the jobs just released onto a selected queue run in this
+        # drain too, while time is left (the lean executor reports them).
+        with_work = [name for name in names if outcome.enqueued[name] > 0]
+        outcome.enqueued.clear()
+        if time.time() >= deadline:
+            if with_work:
+                outcome.deadline_hit = True
+            break
 
     with client.pipeline(transaction=False) as pipe:
         for name in names:
@@ -280,38 +345,60 @@ def _drain_with_lease(
             outcome.tallies[name].remaining = left
 
 
+def _hint_holds(hint_key: str, existing: int, now: float) -> bool:
+    """True when the last closer look still answers for this tick (database
+    only)."""
+    recheck = settings.DRAIN_SCHEDULED_RECHECK_S
+    if recheck <= 0:
+        return False
+    hint = ScheduledHint.objects.filter(queues=hint_key).first()
+    return (
+        hint is not None
+        and hint.keys_existing == existing
+        and hint.earliest_due.timestamp() > now
+        and now - hint.checked_at.timestamp() < recheck
+    )
+
+
 def _spawn(
     run: DrainRun, queue: str, attempt: int, deadline: float, fork: bool
 ) -> _Child:
     worker_name = f"{run.worker_prefix}{queue}.{attempt}"
+    # One claim list per run and queue: a child that replaces a dead one finds
+    # it settled (finish_child recovers it first).
+    claim_key = claims.claim_key(f"{run.worker_prefix}{queue}")
+    lean = settings.DRAIN_EXECUTOR == "lean"
     tally = children.SharedTally()
     proc: Any
     if fork:
-        proc, reader = children.fork(
-            lambda fd, shared: drain_worker.drain_queue(
-                queue, deadline, worker_name, fd, shared
-            ),
-            tally,
-        )
+
+        def target(fd: int, shared: children.SharedTally) -> int:
+            if lean:
+                return lean_worker.drain_queue(
+                    queue, deadline, worker_name, fd, shared, claim_key
+                )
+            return drain_worker.drain_queue(queue, deadline, worker_name, fd, shared)
+
+        proc, reader = children.fork(target, tally)
     else:
+        args = ["--queue", queue, "--deadline", repr(deadline)]
+        args += ["--worker-name", worker_name]
+        if lean:
+            args += ["--claim-key", claim_key]
         proc, reader = children.spawn(
-            EXECUTOR_MODULE,
-            [
-                "--queue",
-                queue,
-                "--deadline",
-                repr(deadline),
-                "--worker-name",
-                worker_name,
-            ],
-            tally,
+            EXECUTOR_MODULES[settings.DRAIN_EXECUTOR], args, tally
         )
     return _Child(
-        queue=queue, worker_name=worker_name, proc=proc, reader=reader, tally=tally
+        queue=queue,
+        worker_name=worker_name,
+        claim_key=claim_key,
+        proc=proc,
+        reader=reader,
+        tally=tally,
     )
 
 
-def _read(child: _Child, tally: _Tally) -> bool:
+def _read(child: _Child, tally: _Tally, outcome: _Outcome) -> bool:
     """Consume what the child reported. False at end of stream."""
     data = os.read(child.reader, 65536)
     if not data:
@@ -336,7 +423,37 @@ def _read(child: _Child, tally: _Tally) -> bool:
         elif kind == "done" and len(parts) == 3:
             child.done = True
             child.billed, child.total = int(parts[1]), int(parts[2])
+        elif kind == "enqueued" and len(parts) == 3 and parts[2].isdecimal():
+            outcome.enqueued[parts[1]] += int(parts[2])
+        elif kind == "record":
+            data = parse_record(raw.decode("utf-8", "replace")[len("record ") :])
+            if data is not None:
+                outcome.records.add(data, worker=child.worker_name)
     return True
+
+
+def _record_settled(
+    outcome: _Outcome, child: _Child, settled: claims.Recovery, reason: str
+) -> None:
+    """Job records for what the recovery of a dead child did."""
+    for status, ids in (
+        ("abandoned", settled.abandoned),
+        ("requeued", settled.requeued),
+    ):
+        for job_id in ids:
+            line = record_line(
+                job_id=job_id,
+                queue=child.queue,
+                func="",
+                status=status,
+                started=None,
+                ended=None,
+                exc_type="AbandonedJobError" if status == "abandoned" else "",
+                exc_message=reason if status == "abandoned" else "",
+            )
+            data = parse_record(line[len("record ") :])
+            if data is not None:
+                outcome.records.add(data, worker=child.worker_name)
 
 
 def _run_children(
@@ -378,13 +495,35 @@ def _run_children(
             reason = "killed at the drain's hard deadline (time budget + job grace)"
         else:
             reason = f"the drain's worker process died (exit status {returncode})"
-        handled = fail_started_jobs(
-            client, child.queue, worker_prefix=child.worker_name, reason=reason
-        )
+        if settings.DRAIN_EXECUTOR == "lean":
+            try:
+                settled = claims.recover(
+                    client,
+                    child.queue,
+                    child.claim_key,
+                    running=child.current_job,
+                    reason=reason,
+                    worker_name=child.worker_name,
+                )
+            except redis.RedisError as exc:
+                # Redis is what killed the child (an outage, the quota): its
+                # claim list stays in Redis, and the run says so; the next
+                # drain that reaches Redis settles it.
+                if is_quota_exhausted(exc):
+                    incidents.note_quota_error(Source.DRAIN_JOBS, exc)
+                outcome.unsettled[child.queue] = child.current_job
+                handled = []
+            else:
+                handled = settled.abandoned
+                _record_settled(outcome, child, settled, reason)
+        else:
+            handled = fail_started_jobs(
+                client, child.queue, worker_prefix=child.worker_name, reason=reason
+            )
+            forget_worker(client, child.worker_name, [child.queue])
         if child.current_job and child.current_job in handled:
             tally.processed += 1
             tally.failed += 1
-        forget_worker(client, child.worker_name, [child.queue])
         deaths[child.queue] += 1
         log.warning("drain %s: worker for %s %s", run.public_id, child.queue, reason)
         if child.killed:
@@ -414,8 +553,9 @@ def _run_children(
             events = selector.select(timeout=wait)
             for key, _ in events:
                 child = key.data
-                if not _read(child, outcome.tallies[child.queue]):
+                if not _read(child, outcome.tallies[child.queue], outcome):
                     finish_child(child)
+            outcome.records.flush()
             if events and active:
                 # Children report two lines per job; reading them in batches
                 # instead of waking twice per job cuts the parent's CPU per job
@@ -427,7 +567,7 @@ def _run_children(
                     child.killed = True
                     child.proc.kill()
                     child.proc.wait()
-                    while _read(child, outcome.tallies[child.queue]):
+                    while _read(child, outcome.tallies[child.queue], outcome):
                         pass
                     finish_child(child)
                 waiting.clear()

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import traceback
+from collections.abc import Callable
+from typing import Any
 
 import redis
 from rq.exceptions import AbandonedJobError, NoSuchJobError
@@ -58,33 +60,59 @@ def fail_started_jobs(
         except NoSuchJobError:
             client.zrem(registry.key, entry)
             continue
-        try:
-            job.execute_failure_callback(
-                UnixSignalDeathPenalty,
-                AbandonedJobError,
-                AbandonedJobError(reason),
-                traceback.extract_stack(),
-            )
-        except Exception:  # a user callback must not stop the recovery
-            log.exception("failure callback of job %s raised", job_id)
-        retry = bool(job.retries_left and job.retries_left > 0)
-        with client.pipeline() as pipe:
-            if retry:
-                job.retry(queue, pipe)
-            else:
-                job.set_status(JobStatus.FAILED, pipeline=pipe)
-                job._handle_failure(
-                    f"Moved to FailedJobRegistry, due to AbandonedJobError: {reason}",
-                    pipe,
-                    worker_name=worker_name,
-                )
-            pipe.zrem(registry.key, entry)
-            pipe.execute()
-        if not retry:
-            queue.enqueue_dependents(job, refresh_job_status=False)
+        abandon(
+            client,
+            queue,
+            job,
+            reason=reason,
+            worker_name=worker_name,
+            remove=lambda pipe, entry=entry: pipe.zrem(registry.key, entry),
+        )
         log.warning("job %s of %s: %s", job_id, queue_name, reason)
         handled.append(job_id)
     return handled
+
+
+def abandon(
+    client: redis.Redis,
+    queue: Any,
+    job: Job,
+    *,
+    reason: str,
+    worker_name: str,
+    remove: Callable[[Any], Any] | None = None,
+) -> bool:
+    """Fail `job`, whose worker died while running it, as RQ's registry
+    maintenance does: its failure callback with AbandonedJobError, then a retry
+    when it has retries left, else the failed registry and its dependents.
+    `remove(pipe)` adds what takes the job off its holder's books to the same
+    transaction. True when the job was retried."""
+    try:
+        job.execute_failure_callback(
+            UnixSignalDeathPenalty,
+            AbandonedJobError,
+            AbandonedJobError(reason),
+            traceback.extract_stack(),
+        )
+    except Exception:  # a user callback must not stop the recovery
+        log.exception("failure callback of job %s raised", job.id)
+    retry = bool(job.retries_left and job.retries_left > 0)
+    with client.pipeline() as pipe:
+        if retry:
+            job.retry(queue, pipe)
+        else:
+            job.set_status(JobStatus.FAILED, pipeline=pipe)
+            job._handle_failure(
+                f"Moved to FailedJobRegistry, due to AbandonedJobError: {reason}",
+                pipe,
+                worker_name=worker_name,
+            )
+        if remove is not None:
+            remove(pipe)
+        pipe.execute()
+    if not retry:
+        queue.enqueue_dependents(job, refresh_job_status=False)
+    return retry
 
 
 def forget_worker(

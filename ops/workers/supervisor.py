@@ -30,7 +30,8 @@ from django.db import close_old_connections
 from django.utils import timezone
 
 from ops import runtime
-from ops.engine import children, scheduled
+from ops.engine import children, claims, scheduled
+from ops.engine.records import RecordWriter, parse_record
 from ops.engine.recovery import fail_started_jobs, forget_worker
 from ops.models import Source, WorkerProcess
 from ops.queues import enabled_queue_names
@@ -90,6 +91,7 @@ class Supervisor:
         self.client = make_client(self.meter)
         self.next_scan = 0.0
         self.next_db_heartbeat = 0.0
+        self.records = RecordWriter()
 
     # --- the loop -----------------------------------------------------------
     def run(self, *, until: float | None = None) -> None:
@@ -114,10 +116,12 @@ class Supervisor:
                 )
                 for key, _ in self.selector.select(timeout=min(timeout, 1.0)):
                     self._read(key.data)
+                self.records.flush()
         finally:
             self.stop_all()
             close_client(self.client)
             recorder.flush()
+            self.records.flush()
 
     def _request_stop(self, signum: int, frame: Any) -> None:
         self.stop_requested = True
@@ -158,8 +162,13 @@ class Supervisor:
             f"kwork.{self.role}.{self.host}.{os.getpid()}.{slot.index}.{slot.attempt}"
         )
         slot.tally = children.SharedTally()
+        module = (
+            "ops.workers.lean_always_on"
+            if settings.DRAIN_EXECUTOR == "lean"
+            else "ops.workers.always_on_worker"
+        )
         slot.proc, reader = children.spawn(
-            "ops.workers.always_on_worker",
+            module,
             [
                 "--queues",
                 ",".join(slot.queues),
@@ -227,6 +236,10 @@ class Supervisor:
                 processed=row.processed + 1,
                 failed=row.failed + (fields[1] != "ok"),
             )
+        elif kind == "record":
+            data = parse_record(rest)
+            if data is not None:
+                self.records.add(data, worker=row.name)
         elif kind == "quota":
             slot.quota_error = rest
         elif kind == "done" and len(fields) == 2:
@@ -267,11 +280,21 @@ class Supervisor:
                 else f"its always-on worker process died (exit status {status})"
             )
             try:
-                for name in slot.queues:
-                    fail_started_jobs(
-                        self.client, name, worker_prefix=row.name, reason=reason
+                if settings.DRAIN_EXECUTOR == "lean":
+                    claims.recover(
+                        self.client,
+                        None,
+                        claims.claim_key(row.name),
+                        running=slot.current_job,
+                        reason=reason,
+                        worker_name=row.name,
                     )
-                forget_worker(self.client, row.name, slot.queues)
+                else:
+                    for name in slot.queues:
+                        fail_started_jobs(
+                            self.client, name, worker_prefix=row.name, reason=reason
+                        )
+                    forget_worker(self.client, row.name, slot.queues)
             except redis.RedisError as exc:
                 if is_quota_exhausted(exc):
                     incidents.note_quota_error(Source.WORKER, exc)

@@ -19,6 +19,7 @@ from rq import Queue as RQQueue
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
+from ops.engine import claims
 from ops.models import DrainRun, Lease
 from tests.conftest import database_url
 
@@ -165,10 +166,15 @@ def test_bad_input_from_the_shell_is_a_message_not_a_traceback(manage_py):
     assert "--max-duration-ms: must be an integer, got 'soon'" in result.stderr
 
 
-def test_a_killed_drain_is_marked_abandoned_and_its_job_failed(rq_client, tmp_path):
+@pytest.mark.parametrize("executor", ["lean", "rq"])
+def test_a_killed_drain_is_marked_abandoned_and_its_job_failed(
+    rq_client, tmp_path, executor
+):
     """SIGKILL the drain process mid-job: its child dies with it, the run stays
     "running" until its lease lapses, and the next drain marks it abandoned and
-    moves the job to the failed registry with AbandonedJobError."""
+    moves the job to the failed registry with AbandonedJobError. The job was
+    held in RQ's started registry (rq executor) or the drain's claim list (lean
+    executor)."""
     started = tmp_path / "started"
     job = RQQueue("batch-jobs", connection=rq_client).enqueue(
         "tests.jobs.mark_started", str(started), 20_000, job_timeout=600
@@ -178,6 +184,7 @@ def test_a_killed_drain_is_marked_abandoned_and_its_job_failed(rq_client, tmp_pa
         DATABASE_URL=database_url(),
         DRAIN_JOB_GRACE_MS="500",
         DRAIN_LEASE_MARGIN_MS="2000",
+        DRAIN_EXECUTOR=executor,
     )
     proc = subprocess.Popen(
         [
@@ -206,9 +213,15 @@ def test_a_killed_drain_is_marked_abandoned_and_its_job_failed(rq_client, tmp_pa
     assert not _alive(child_pid)
 
     dead = DrainRun.objects.get(status=DrainRun.Status.RUNNING)
-    assert StartedJobRegistry("batch-jobs", connection=rq_client).get_job_ids(
+    started_ids = StartedJobRegistry("batch-jobs", connection=rq_client).get_job_ids(
         cleanup=False
-    ) == [job.id]
+    )
+    claim = claims.claim_key(f"{dead.worker_prefix}batch-jobs")
+    claimed = [j.decode() for j in rq_client.lrange(claim, 0, -1)]
+    if executor == "rq":
+        assert (started_ids, claimed) == ([job.id], [])
+    else:
+        assert (started_ids, claimed) == ([], [job.id])
 
     # Before the lease lapses, a new drain is skipped...
     code, out = drain_cmd("--json")
@@ -236,6 +249,9 @@ def test_a_killed_drain_is_marked_abandoned_and_its_job_failed(rq_client, tmp_pa
         )
         == []
     )
+    assert not rq_client.exists(claim)
+    # The job ran once: it is failed, not run again.
+    assert rq_client.llen("rq:queue:batch-jobs") == 0
 
 
 def _alive(pid: int) -> bool:

@@ -132,20 +132,35 @@ def test_a_failed_probe_keeps_it_open_and_a_good_one_closes_it(
     assert QuotaIncident.objects.count() == 2
 
 
-def test_exhaustion_in_the_middle_of_a_drain_loses_no_job(fault, rq_client):
+@pytest.mark.parametrize(
+    ("executor", "quota_after"),
+    # Enough to start, not enough to finish: the rq executor spends ~52
+    # commands a job, the lean one ~4.
+    [("rq", 200), ("lean", 40)],
+)
+def test_exhaustion_in_the_middle_of_a_drain_loses_no_job(
+    fault, rq_client, settings, executor, quota_after
+):
+    settings.DRAIN_EXECUTOR = executor  # the engine picks the child's module
     queue = RQQueue("batch-jobs", connection=rq_client)
     ids = [queue.enqueue("tests.jobs.add", i, 1).id for i in range(20)]
     fault.reset_counts()
-    fault.quota_after = 200  # enough to start, not enough to finish
+    fault.quota_after = quota_after
     run = run_drain()
     assert run.status == DrainRun.Status.FAILED or run.total_failed > 0
     assert QuotaIncident.objects.filter(closed_at__isnull=True).exists()
     # Every job is somewhere an operator can see it: finished, still queued,
-    # failed, marked started (failed as abandoned later), or popped but never
-    # registered (the intermediate list: requeued by a later drain).
+    # failed, marked started (failed as abandoned later), popped but never
+    # registered (the intermediate list: requeued by a later drain), or in the
+    # lean executor's claim list (settled by a later drain).
     queued = {j.decode() for j in rq_client.lrange("rq:queue:batch-jobs", 0, -1)}
     queued |= {
         j.decode() for j in rq_client.lrange("rq:queue:batch-jobs:intermediate", 0, -1)
+    }
+    claimed = {
+        j.decode()
+        for key in rq_client.keys("kaireon:claimed:*")
+        for j in rq_client.lrange(key, 0, -1)
     }
     failed = set(
         FailedJobRegistry("batch-jobs", connection=rq_client).get_job_ids(cleanup=False)
@@ -155,15 +170,34 @@ def test_exhaustion_in_the_middle_of_a_drain_loses_no_job(fault, rq_client):
             cleanup=False
         )
     )
-    finished = {
-        i
-        for i in ids
-        if Job.fetch(i, connection=rq_client).get_status() == JobStatus.FINISHED
-    }
-    accounted = queued | failed | started | finished
+    finished = {i for i in ids if status(rq_client, i) == JobStatus.FINISHED}
+    accounted = queued | claimed | failed | started | finished
     assert set(ids) <= accounted
     assert finished, "the drain made progress before the quota ran out"
     assert queued, "jobs the drain could not fetch stayed queued"
+    if executor == "lean":
+        assert claimed, "the lean drain died holding a claimed batch"
+        run.refresh_from_db()
+        assert run.has_unsettled_claims
+
+        # The quota is back: the next drain settles the claim list and runs
+        # the rest; no job is lost and none runs twice.
+        fault.restore()
+        QuotaIncident.objects.update(last_probe_at=None, opened_at=run.started)
+        after = run_drain()
+        assert after.status == DrainRun.Status.SUCCEEDED, after.error
+        assert not rq_client.keys("kaireon:claimed:*")
+        run.refresh_from_db()
+        assert not run.has_unsettled_claims
+        outcomes = {i: status(rq_client, i) for i in ids}
+        assert set(outcomes.values()) <= {JobStatus.FINISHED, JobStatus.FAILED}
+        # At most the job that was running when the quota ran out is failed
+        # (AbandonedJobError); everything else finished.
+        assert list(outcomes.values()).count(JobStatus.FAILED) <= 1
+
+
+def status(client, job_id: str) -> JobStatus:
+    return Job.fetch(job_id, connection=client).get_status()
 
 
 def test_a_console_page_read_opens_the_incident_too(fault, admin_client):
