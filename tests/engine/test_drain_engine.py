@@ -14,6 +14,7 @@ from rq import Retry
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
+from ops.engine import drain as drain_module
 from ops.engine.drain import drain
 from ops.engine.drain_options import parse_options
 from ops.models import DrainRun, Queue, ScheduledHint
@@ -385,3 +386,49 @@ def test_with_the_recheck_off_every_tick_looks_closer(wire, rq_client, settings)
     rq("seed-jobs", rq_client).enqueue_in(timedelta(hours=1), "tests.jobs.add", 1, 2)
     run_drain()
     assert run_drain().redis_commands == 7
+
+
+# --- fork or spawn ---------------------------------------------------------------
+
+
+def _refuse(*args, **kwargs):
+    raise AssertionError("this way of starting a child must not be used here")
+
+
+def test_a_drain_outside_a_transaction_forks_its_children(monkeypatch, rq_client):
+    # Threads earlier tests left behind (proxies, servers) count as safe here;
+    # a thread started now does not (the test below).
+    running = frozenset(t.name for t in threading.enumerate())
+    monkeypatch.setattr(
+        "ops.engine.drain.FORK_SAFE_THREADS",
+        drain_module.FORK_SAFE_THREADS | running,
+    )
+    monkeypatch.setattr("ops.engine.children.spawn", _refuse)
+    job = rq("batch-jobs", rq_client).enqueue("tests.jobs.add", 1, 2)
+    run = run_drain()
+    assert run.total_processed == 1, run.error
+    assert Job.fetch(job.id, connection=rq_client).return_value() == 3
+
+
+def test_inside_a_transaction_it_spawns_fresh_interpreters(monkeypatch, rq_client):
+    from django.db import transaction
+
+    monkeypatch.setattr("ops.engine.children.fork", _refuse)
+    rq("batch-jobs", rq_client).enqueue("tests.jobs.add", 1, 2)
+    with transaction.atomic():
+        run = run_drain()
+    assert run.total_processed == 1, run.error
+
+
+def test_with_another_thread_running_it_spawns(monkeypatch, rq_client):
+    monkeypatch.setattr("ops.engine.children.fork", _refuse)
+    rq("batch-jobs", rq_client).enqueue("tests.jobs.add", 1, 2)
+    release = threading.Event()
+    other = threading.Thread(target=release.wait, name="someone-elses-thread")
+    other.start()
+    try:
+        run = run_drain()
+    finally:
+        release.set()
+        other.join()
+    assert run.total_processed == 1, run.error
