@@ -17,7 +17,7 @@ from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegis
 from ops.engine import drain as drain_module
 from ops.engine.drain import drain
 from ops.engine.drain_options import parse_options
-from ops.models import DrainRun, Queue, ScheduledHint
+from ops.models import DrainRun, JobRecord, Queue, ScheduledHint
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -432,3 +432,41 @@ def test_with_another_thread_running_it_spawns(monkeypatch, rq_client):
         release.set()
         other.join()
     assert run.total_processed == 1, run.error
+
+
+# --- both executors ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("executor", ["lean", "rq"])
+def test_both_executors_run_rq_jobs_with_the_same_outcomes(
+    settings, rq_client, executor
+):
+    settings.DRAIN_EXECUTOR = executor
+    ok = [rq("batch-jobs", rq_client).enqueue("tests.jobs.add", i, 1) for i in range(3)]
+    bad = rq("dsar-jobs", rq_client).enqueue("ops.jobs.fail", retry=Retry(max=1))
+    run = run_drain()
+    assert run.queue_results["batch-jobs"] == {
+        "processed": 3,
+        "failed": 0,
+        "remaining": 0,
+    }
+    # The failing job ran twice (one retry), both times counted as failed.
+    assert run.queue_results["dsar-jobs"]["processed"] == 2
+    assert [Job.fetch(j.id, connection=rq_client).return_value() for j in ok] == [
+        1,
+        2,
+        3,
+    ]
+    failed = Job.fetch(bad.id, connection=rq_client)
+    assert failed.get_status() == JobStatus.FAILED
+    assert failed.retries_left == 0
+    assert bad.id in FailedJobRegistry("dsar-jobs", connection=rq_client).get_job_ids()
+    records = JobRecord.objects.filter(run=run)
+    assert records.count() == 5
+    assert sorted(records.values_list("status", flat=True)) == [
+        "failed",
+        "finished",
+        "finished",
+        "finished",
+        "retried",
+    ]
