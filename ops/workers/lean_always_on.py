@@ -15,9 +15,10 @@ Waiting for work costs one command per wake-up and nothing in between:
   window `rq worker` has when it listens on several queues (it BLPOPs); run
   `manage.py work --per-queue` to close it.
 
-Then it drains every queue it serves, in order, with the lean executor, and
-blocks again. No heartbeat, no worker key and no registry maintenance in
-Redis: the supervisor keeps the worker's state in the database.
+Then it drains the queue that woke it with the lean executor and waits again;
+while another queue has jobs, the wait returns at once (first queue first).
+No heartbeat, no worker key and no registry maintenance in Redis: the
+supervisor keeps the worker's state in the database.
 """
 
 from __future__ import annotations
@@ -83,10 +84,11 @@ class LeanAlwaysOn:
             while not self.stopping:
                 self._emit(f"idle {self.meter.billed} {self.meter.total}")
                 try:
-                    if not self._wait():
+                    name = self._wait()
+                    if name is None:
                         continue  # the block timed out: wait again
                     self.busy = True
-                    self._drain_all()
+                    self._drain(name)
                     self.busy = False
                 except redis.ResponseError as exc:
                     if is_quota_exhausted(exc):
@@ -95,23 +97,25 @@ class LeanAlwaysOn:
         except _Stop:
             pass
 
-    def _wait(self) -> bool:
-        """Block until one of the queues has a job; True when one has."""
+    def _wait(self) -> str | None:
+        """Block until one of the queues has a job; the first such queue in
+        priority order (the order of --queues), or None when the block ended.
+        The queue is drained, then the wait starts again: it returns at once
+        while another queue has jobs, for 2 commands instead of an empty
+        claim's 6."""
         keys = [f"rq:queue:{name}" for name in self.queues]
         if len(keys) == 1:
             moved = self.client.blmove(keys[0], keys[0], self.block_s, "LEFT", "LEFT")
-            return moved is not None
+            return self.queues[0] if moved is not None else None
         popped = self.client.blmpop(self.block_s, len(keys), *keys, direction="LEFT")
         if not popped:
-            return False
+            return None
         key, ids = popped
         self.client.lpush(key, *reversed(ids))
-        return True
+        return self.queues[keys.index(key.decode())]
 
-    def _drain_all(self) -> None:
-        for name in self.queues:
-            if self.stopping:
-                return
+    def _drain(self, name: str) -> None:
+        if not self.stopping:
             executor = LeanExecutor(
                 client=self.client,
                 queue_name=name,

@@ -470,3 +470,17 @@ def test_both_executors_run_rq_jobs_with_the_same_outcomes(
         "finished",
         "retried",
     ]
+
+
+def test_a_drain_with_one_job_costs_39_billed_commands(wire, rq_client):
+    """The lean drain's fixed part, as the quota advisor counts it: the idle
+    EXISTS (1), the closer look (EXISTS + 5 ZRANGE), sizing the queues (5
+    LLEN, 5 ZRANGEBYSCORE, 5 LLEN of the intermediate lists), the child's claim
+    (MULTI, SORT, SORT, LTRIM, EXEC), the dependents' EXISTS and its closing
+    ZADD + DEL, and the remaining depths (5 LLEN) = 34 + the job's own 4."""
+    rq("batch-jobs", rq_client).enqueue("tests.jobs.add", 1, 2)
+    wire.reset()
+    run = run_drain()
+    assert run.total_processed == 1
+    assert wire.billed() == 39
+    assert run.redis_commands == 39

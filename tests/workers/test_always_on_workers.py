@@ -233,3 +233,42 @@ def test_bad_input_is_a_command_error(args, message):
 
     with pytest.raises(CommandError, match=message):
         call_command("work", *args)
+
+
+def test_a_job_on_a_lean_always_on_worker_costs_14_billed_commands(
+    supervisor, wire, rq_client
+):
+    """One job waking an idle lean worker on five queues: LPUSH (the woken
+    BLMPOP's job back), the claim (MULTI, SORT, SORT, LTRIM, EXEC), the job
+    (HSET, XADD, EXPIRE, EXPIRE), the dependents' EXISTS, the closing ZADD +
+    DEL, and the next BLMPOP = 14, against rq's ~52."""
+    proc = supervisor(
+        "--role",
+        "dedicated",
+        ALWAYS_ON_BLOCK_S="60",
+        ALWAYS_ON_SCHEDULED_SCAN_S="3600",
+        DRAIN_EXECUTOR="lean",
+    )
+    wait_for(idle_worker)
+    time.sleep(1)
+    before = wire.snapshot()
+    job = RQQueue("batch-jobs", connection=rq_client).enqueue("tests.jobs.add", 1, 1)
+    wait_for(lambda: job_status(job, rq_client) == JobStatus.FINISHED, timeout=15)
+    time.sleep(0.5)
+    during = wire.snapshot() - before
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(30)
+    assert during == {
+        "LPUSH": 1,
+        "MULTI": 1,
+        "SORT": 2,
+        "LTRIM": 1,
+        "EXEC": 1,
+        "HSET": 1,
+        "XADD": 1,
+        "EXPIRE": 2,
+        "EXISTS": 1,
+        "ZADD": 1,
+        "DEL": 1,
+        "BLMPOP": 1,
+    }
