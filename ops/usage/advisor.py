@@ -31,32 +31,49 @@ from ops.models import CommandUsage, DrainRun, Source, WorkerProcess
 # (docs/benchmarks.md §1: 1 billable command, fresh process and in-process).
 BENCH_IDLE_TICK = 1.0
 BENCH_IDLE_TICK_NOTE = "benchmark: 1 EXISTS per idle tick (docs/benchmarks.md §1)"
-# One job on the drain path: RQ's own job life cycle in the drain's
-# SimpleWorker child, 52 a job (§2: 10,453 commands for 200 jobs = 200 x 52
-# + 53 fixed). The fixed part is paid once per drain that finds work: the idle
-# EXISTS (counted as a tick) + 52 more (the closer look, queue sizes,
-# scheduled-job promotion, the child's worker birth and death) for one queue
-# with work. At cron batch sizes of a job or two, that overhead is as big as
-# the job itself, so the advisor counts it per busy drain, not per job.
-BENCH_PER_JOB = 52.0
-BENCH_PER_JOB_NOTE = "benchmark: RQ job life cycle, 52 per job (docs/benchmarks.md §2)"
-BENCH_BUSY_DRAIN_OVERHEAD = 52.0
-BENCH_BUSY_DRAIN_NOTE = (
-    "benchmark: 53 fixed per drain with work, less the idle check "
-    "(docs/benchmarks.md §2)"
-)
+# One job on the drain path, by executor (DRAIN_EXECUTOR).
+# lean (docs/benchmarks.md, run of 2026-11-30): 8,175 billed for 2,000 jobs in
+# one drain = 4.088 a job (HSET + XADD + 2 EXPIRE, and a claim per batch of up
+# to 100). Its fixed part per drain with work, beyond the idle check, is 34
+# (tests/engine/test_drain_engine.py: a drain with one job costs exactly 39 =
+# 1 + 34 + 4): the closer look, sizing the queues, the child's claim and
+# closing, the remaining depths.
+# rq: RQ's own job life cycle in the drain's SimpleWorker child, 52 a job
+# (§2 of the run of 2026-11-29: 10,453 commands for 200 jobs = 200 x 52 + 53
+# fixed, i.e. 52 beyond the idle check).
+# At cron batch sizes of a job or two the fixed part is as big as the jobs, so
+# the advisor counts it per busy drain, not per job.
+BENCH_PER_JOB = {"lean": 4.088, "rq": 52.0}
+BENCH_PER_JOB_NOTE = {
+    "lean": "benchmark: lean executor, 4.088 per job (docs/benchmarks.md)",
+    "rq": "benchmark: RQ job life cycle, 52 per job (docs/benchmarks.md)",
+}
+BENCH_BUSY_DRAIN_OVERHEAD = {"lean": 34.0, "rq": 52.0}
+BENCH_BUSY_DRAIN_NOTE = {
+    "lean": "tests: 34 fixed per drain with work beyond the idle check "
+    "(docs/benchmarks.md)",
+    "rq": "benchmark: 53 fixed per drain with work, less the idle check "
+    "(docs/benchmarks.md)",
+}
 # The console's always-on workers (`manage.py work`, one process for the five
-# queues) idle: one ~1 h blocking pop (3 commands per wake-up) and a
-# scheduled-job scan every 300 s (1 command) = 15.0 an hour = 0.25 a minute
-# (docs/benchmarks.md, "Always-on mode"; a plain `rq worker` spends ~4.2).
-ALWAYS_ON_IDLE_PER_MINUTE = 0.25
-ALWAYS_ON_IDLE_NOTE = (
-    "benchmark: `manage.py work` idle 15.0/h per process (docs/benchmarks.md)"
-)
-# A job on those workers (RQ's in-process worker): 51-52 billed, as on the
-# drain path, without a drain's fixed part.
-ALWAYS_ON_PER_JOB = 52.0
-ALWAYS_ON_PER_JOB_NOTE = "benchmark: 52 per job (docs/benchmarks.md §2)"
+# queues) idle: one ~1 h blocking wait and a scheduled-job scan every 300 s
+# (1 command). The wait costs 1 command a wake-up on the lean worker (BLMPOP)
+# and 3 on RQ's (heartbeat HSET + EXPIRE, BLPOP): 13 and 15 an hour
+# (tests/workers/test_always_on_workers.py; a plain `rq worker` spends ~4.2 a
+# minute).
+ALWAYS_ON_IDLE_PER_MINUTE = {"lean": 13 / 60, "rq": 15 / 60}
+ALWAYS_ON_IDLE_NOTE = {
+    "lean": "tests: lean `manage.py work` idle 13/h per process",
+    "rq": "benchmark: `manage.py work` idle 15.0/h per process (docs/benchmarks.md)",
+}
+# A job on those workers: 14 on the lean worker for a job that wakes it
+# (tests/workers/test_always_on_workers.py), 52 on RQ's.
+ALWAYS_ON_PER_JOB = {"lean": 14.0, "rq": 52.0}
+ALWAYS_ON_PER_JOB_NOTE = {
+    "lean": "tests: 14 per job on a lean always-on worker",
+    "rq": "benchmark: 52 per job (docs/benchmarks.md)",
+}
+
 
 # --- Measuring this deployment's own costs -------------------------------------
 # Below these counts the benchmark figures are used: a handful of runs says
@@ -213,6 +230,7 @@ class Advice:
 def measured_costs(now: datetime | None = None) -> Costs:
     """Per idle tick and per job from this deployment's drains (one query)."""
     now = now or timezone.now()
+    executor = settings.DRAIN_EXECUTOR
     idle = Q(status=DrainRun.Status.SUCCEEDED, total_processed=0)
     # A drain stopped at its deadline still did (and paid for) its jobs.
     busy = Q(
@@ -251,15 +269,19 @@ def measured_costs(now: datetime | None = None) -> Costs:
         )
         overhead = Figure(0.0, "measured: included in the per-job figure")
     else:
-        per_job = Figure(BENCH_PER_JOB, BENCH_PER_JOB_NOTE)
-        overhead = Figure(BENCH_BUSY_DRAIN_OVERHEAD, BENCH_BUSY_DRAIN_NOTE)
+        per_job = Figure(BENCH_PER_JOB[executor], BENCH_PER_JOB_NOTE[executor])
+        overhead = Figure(
+            BENCH_BUSY_DRAIN_OVERHEAD[executor], BENCH_BUSY_DRAIN_NOTE[executor]
+        )
     return Costs(
         idle_tick=idle_tick,
         per_job=per_job,
         always_on_idle_per_minute=Figure(
-            ALWAYS_ON_IDLE_PER_MINUTE, ALWAYS_ON_IDLE_NOTE
+            ALWAYS_ON_IDLE_PER_MINUTE[executor], ALWAYS_ON_IDLE_NOTE[executor]
         ),
-        always_on_per_job=Figure(ALWAYS_ON_PER_JOB, ALWAYS_ON_PER_JOB_NOTE),
+        always_on_per_job=Figure(
+            ALWAYS_ON_PER_JOB[executor], ALWAYS_ON_PER_JOB_NOTE[executor]
+        ),
         busy_drain_overhead=overhead,
     )
 

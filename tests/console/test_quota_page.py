@@ -68,8 +68,9 @@ def _text(html: str) -> str:
 
 
 def test_the_quota_page_shows_chart_sources_and_advisor_and_costs_no_redis(
-    admin_client: Client, wire
+    admin_client: Client, wire, settings
 ) -> None:
+    settings.DRAIN_EXECUTOR = "rq"  # the figures below are RQ's executor's
     add(1_200, "drain-check", hours_ago=30)
     add(3_000, "drain-jobs", hours_ago=2)
     add(300, "console")

@@ -26,6 +26,14 @@ BENCH = Costs(
 
 
 @pytest.fixture(autouse=True)
+def _rq_executor_figures(settings):
+    """These tests check the advisor's arithmetic with the figures of RQ's
+    executor (52 a job); test_the_lean_executors_figures_are_the_default
+    checks the lean ones."""
+    settings.DRAIN_EXECUTOR = "rq"
+
+
+@pytest.fixture(autouse=True)
 def quota_settings(settings):
     settings.QUOTA_MONTHLY_BUDGET = 500_000
     settings.QUOTA_WARN_THRESHOLDS = [80, 95]
@@ -343,3 +351,13 @@ def test_jobs_run_by_always_on_workers_count_in_the_job_volume(db):
         processed=1000,
     )
     assert advisor.jobs_last_7d(NOW) == 35
+
+
+def test_the_lean_executors_figures_are_the_default(db, settings):
+    settings.DRAIN_EXECUTOR = "lean"
+    costs = advisor.measured_costs()
+    assert (costs.per_job.value, costs.per_job.measured) == (4.088, False)
+    assert costs.busy_drain_overhead.value == 34
+    assert costs.always_on_per_job.value == 14
+    assert costs.always_on_idle_per_minute.value == pytest.approx(13 / 60)
+    assert "lean" in costs.per_job.note
