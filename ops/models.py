@@ -265,15 +265,15 @@ class Lease(models.Model):
 
 class ScheduledHint(models.Model):
     """What the last closer look of a drain found when only scheduled jobs
-    existed: how many of the idle check's keys existed and when the earliest
-    scheduled job is due. The next tick that finds the same number of keys
-    before that time (and before DRAIN_SCHEDULED_RECHECK_S) stops after its one
-    EXISTS (ops/engine/drain.py)."""
+    existed, none due: which registries held them and when the earliest is
+    due. Until then (and at most DRAIN_SCHEDULED_RECHECK_S) a tick's one EXISTS
+    leaves those registries out (ops/engine/drain.py)."""
 
     # The selected queues, sorted and comma-joined: a drain of other queues
     # checks other keys.
     queues = models.CharField(max_length=1000, primary_key=True)
-    keys_existing = models.PositiveIntegerField()
+    # The queues whose scheduled registries held those jobs (comma-joined).
+    scheduled_queues = models.CharField(max_length=1000)
     earliest_due = models.DateTimeField()
     checked_at = models.DateTimeField(default=timezone.now)
 

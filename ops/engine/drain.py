@@ -295,38 +295,41 @@ def _drain_with_lease(
     names = list(options.queues)
     if not names:
         return
-    # The idle check: one command for every queue, the floor of an idle tick.
-    existing = client.exists(*pending_keys(names))
-    if existing == 0:
-        return
     now = time.time()
-    # Something exists. A job scheduled for later makes the check true on every
-    # tick. If the last closer look found only scheduled jobs, none due, and
-    # the same number of keys exists now, nothing changed that a new list or
-    # registry would show: stop here until the earliest is due (or the
-    # re-check interval has passed).
+    listed_keys = [list_key(n) for n in names] + [intermediate_key(n) for n in names]
+    # The idle check: one command for every queue, the floor of an idle tick.
+    # While the last closer look's finding holds (only scheduled jobs, none
+    # due before `earliest_due`), the registries it saw need no look: the one
+    # EXISTS covers the lists and the other queues' registries, so a job queued
+    # anywhere, or scheduled onto a queue that had none, is seen.
     hint_key = ",".join(sorted(names))
-    if _hint_holds(hint_key, existing, now):
+    hint = _hint(hint_key, now)
+    if hint is not None:
+        seen = set(hint.scheduled_queues.split(","))
+        unseen = [scheduled_key(n) for n in names if n not in seen]
+        if client.exists(*listed_keys, *unseen) == 0:
+            return
+    elif client.exists(*pending_keys(names)) == 0:
         return
-    # Look closer before paying for a full look: are the lists empty and every
-    # scheduled job still in the future? (1 + 1 per queue.)
+    # Something exists. A job scheduled for later makes the check true on every
+    # tick, so look closer before paying for a full look: are the lists empty
+    # and every scheduled job still in the future? (1 + 1 per queue.)
     with client.pipeline(transaction=False) as pipe:
-        pipe.exists(
-            *[list_key(n) for n in names], *[intermediate_key(n) for n in names]
-        )
+        pipe.exists(*listed_keys)
         for name in names:
             pipe.zrange(scheduled_key(name), 0, 0, withscores=True)
         listed, *earliest = pipe.execute()
     if not listed and all(not e or e[0][1] > now for e in earliest):
-        due = min(e[0][1] for e in earliest if e)
-        ScheduledHint.objects.update_or_create(
-            queues=hint_key,
-            defaults={
-                "keys_existing": existing,
-                "earliest_due": datetime.fromtimestamp(due, UTC),
-                "checked_at": datetime.fromtimestamp(now, UTC),
-            },
-        )
+        upcoming = {n: e[0][1] for n, e in zip(names, earliest, strict=True) if e}
+        if upcoming:
+            ScheduledHint.objects.update_or_create(
+                queues=hint_key,
+                defaults={
+                    "scheduled_queues": ",".join(sorted(upcoming)),
+                    "earliest_due": datetime.fromtimestamp(min(upcoming.values()), UTC),
+                    "checked_at": datetime.fromtimestamp(now, UTC),
+                },
+            )
         return
     ScheduledHint.objects.filter(queues=hint_key).delete()
     meter.source = Source.DRAIN_JOBS  # from here on it is work, not checking
@@ -370,19 +373,22 @@ def _drain_with_lease(
             outcome.tallies[name].remaining = left
 
 
-def _hint_holds(hint_key: str, existing: int, now: float) -> bool:
-    """True when the last closer look still answers for this tick (database
-    only)."""
+def _hint(hint_key: str, now: float) -> ScheduledHint | None:
+    """The last closer look's finding while it stands: its earliest scheduled
+    job not yet due, DRAIN_SCHEDULED_RECHECK_S not passed (database only). The
+    re-check bounds what the check cannot see while it stands: a job scheduled,
+    due sooner, onto a registry that already held one."""
     recheck = settings.DRAIN_SCHEDULED_RECHECK_S
     if recheck <= 0:
-        return False
+        return None
     hint = ScheduledHint.objects.filter(queues=hint_key).first()
-    return (
-        hint is not None
-        and hint.keys_existing == existing
-        and hint.earliest_due.timestamp() > now
-        and now - hint.checked_at.timestamp() < recheck
-    )
+    if (
+        hint is None
+        or hint.earliest_due.timestamp() <= now
+        or now - hint.checked_at.timestamp() >= recheck
+    ):
+        return None
+    return hint
 
 
 def _spawn(

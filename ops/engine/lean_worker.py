@@ -245,7 +245,8 @@ class LeanExecutor:
     def _give_back(self, rest: list[Job | str]) -> None:
         """Put claimed jobs that never started back at the front, in order,
         and drop the claim list in the same transaction."""
-        ids = [j if isinstance(j, str) else j.id for j in rest]
+        # A claimed id whose hash is gone is dropped, as rq's dequeue drops it.
+        ids = [j.id for j in rest if not isinstance(j, str)]
         pipe = self.client.pipeline(transaction=True)
         self._flush_deferred_into(pipe)
         if ids:

@@ -355,6 +355,19 @@ def test_a_job_queued_after_the_hint_is_not_missed(wire, rq_client):
     assert Job.fetch(job.id, connection=rq_client).return_value() == 4
 
 
+def test_a_job_queued_while_the_far_future_one_went_away_is_not_missed(rq_client):
+    later = rq("seed-jobs", rq_client).enqueue_in(
+        timedelta(hours=1), "tests.jobs.add", 1, 2
+    )
+    run_drain()
+    later.cancel()
+    later.delete()
+    job = rq("batch-jobs", rq_client).enqueue("tests.jobs.add", 5, 5)
+    run = run_drain()
+    assert run.total_processed == 1
+    assert Job.fetch(job.id, connection=rq_client).return_value() == 10
+
+
 def test_a_sooner_job_on_another_queue_is_not_missed(rq_client):
     rq("seed-jobs", rq_client).enqueue_in(timedelta(hours=1), "tests.jobs.add", 1, 2)
     run_drain()
