@@ -400,6 +400,14 @@ def switch_check(*, source: str = Source.CONSOLE) -> SwitchCheck:
                 "behind in the old Redis"
             )
 
+    unsettled = DrainRun.objects.filter(has_unsettled_claims=True).count()
+    if unsettled:
+        # Their claim lists (kaireon:claimed:*) hold jobs taken off the queues
+        # that the next drain settles; a switch now would abandon them.
+        reasons.append(
+            f"{_plural(unsettled, 'drain')} lost Redis holding claimed jobs; the "
+            "next drain puts them back: drain once more first"
+        )
     if workers:
         names = ", ".join(f"{w.name} on {w.host}" for w in workers)
         verb = "is" if len(workers) == 1 else "are"

@@ -386,3 +386,15 @@ def test_an_error_reply_is_unsafe_with_a_reason_not_a_traceback(raw_redis):
     assert check.reasons[0].startswith("Redis answered with an error (ResponseError")
     assert "WRONGTYPE" in check.reasons[0]
     assert check.redis_commands == 6 * len(QUEUES) + 1
+
+
+def test_a_drain_that_left_claims_unsettled_makes_the_switch_unsafe(db):
+    DrainRun.objects.create(
+        trigger=DrainRun.Trigger.CLI,
+        status=DrainRun.Status.FAILED,
+        unsettled_claims={"batch-jobs": None},
+        has_unsettled_claims=True,
+    )
+    check = switch_check()
+    assert not check.safe
+    assert any("claimed jobs" in reason for reason in check.reasons)
