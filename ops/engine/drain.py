@@ -103,6 +103,9 @@ class _Outcome:
     enqueued: Counter[str] = field(default_factory=Counter)
     # Claim lists Redis did not let us settle: queue -> job running there.
     unsettled: dict[str, str | None] = field(default_factory=dict)
+    # Queues whose last child ended cleanly, neither at the deadline nor dead:
+    # it found its queue empty.
+    emptied: set[str] = field(default_factory=set)
 
 
 def drain(
@@ -303,7 +306,8 @@ def _drain_with_lease(
     # EXISTS covers the lists and the other queues' registries, so a job queued
     # anywhere, or scheduled onto a queue that had none, is seen.
     hint_key = ",".join(sorted(names))
-    hint = _hint(hint_key, now)
+    hint_row = ScheduledHint.objects.filter(queues=hint_key).first()
+    hint = _hint(hint_row, now)
     if hint is not None:
         seen = set(hint.scheduled_queues.split(","))
         unseen = [scheduled_key(n) for n in names if n not in seen]
@@ -311,79 +315,134 @@ def _drain_with_lease(
             return
     elif client.exists(*pending_keys(names)) == 0:
         return
-    # Something exists. A job scheduled for later makes the check true on every
-    # tick, so look closer before paying for a full look: are the lists empty
-    # and every scheduled job still in the future? (1 + 1 per queue.)
-    with client.pipeline(transaction=False) as pipe:
-        pipe.exists(*listed_keys)
-        for name in names:
-            pipe.zrange(scheduled_key(name), 0, 0, withscores=True)
-        listed, *earliest = pipe.execute()
-    if not listed and all(not e or e[0][1] > now for e in earliest):
-        upcoming = {n: e[0][1] for n, e in zip(names, earliest, strict=True) if e}
-        if upcoming:
-            ScheduledHint.objects.update_or_create(
-                queues=hint_key,
-                defaults={
-                    "scheduled_queues": ",".join(sorted(upcoming)),
-                    "earliest_due": datetime.fromtimestamp(min(upcoming.values()), UTC),
-                    "checked_at": datetime.fromtimestamp(now, UTC),
-                },
-            )
-        return
-    ScheduledHint.objects.filter(queues=hint_key).delete()
+    found = _look(client, names, now, hint_key, scheduled_seen=hint_row is not None)
+    if found is None:
+        return  # only scheduled jobs, none due: remembered in a ScheduledHint
     meter.source = Source.DRAIN_JOBS  # from here on it is work, not checking
-
-    n = len(names)
-    with client.pipeline(transaction=False) as pipe:
-        for name in names:
-            pipe.llen(list_key(name))
-        for name in names:
-            pipe.zrangebyscore(scheduled_key(name), 0, now)
-        for name in names:
-            pipe.llen(intermediate_key(name))
-        replies = pipe.execute()
-    depths = dict(zip(names, replies[:n], strict=True))
-    due = dict(zip(names, replies[n : 2 * n], strict=True))
-    stranded = dict(zip(names, replies[2 * n :], strict=True))
+    depths, due, stranded = found
     for name in names:
-        if stranded[name]:
+        if stranded.get(name):
             depths[name] += len(requeue_stranded(client, name))
-        if due[name]:
+        if due.get(name):
             ids = [as_text(j) for j in due[name]]
             depths[name] += scheduled.promote(client, name, ids)
 
     with_work = [name for name in names if depths[name] > 0]
+    worked: set[str] = set(with_work)
     deadline = run.started.timestamp() + options.max_duration_ms / 1000
     while with_work:
         _run_children(run, options, with_work, deadline, client, outcome, fork_children)
         # Dependents the jobs just released onto a selected queue run in this
         # drain too, while time is left (the lean executor reports them).
         with_work = [name for name in names if outcome.enqueued[name] > 0]
+        worked.update(with_work)
         outcome.enqueued.clear()
         if time.time() >= deadline:
             if with_work:
                 outcome.deadline_hit = True
             break
 
+    # What is left: only where a queue's last child did not finish it (the
+    # deadline, a crash, never started). A queue with nothing at the look, or
+    # drained empty, has nothing left of what this drain saw; what arrived
+    # since is the next tick's.
+    unfinished = [
+        name for name in names if name in worked and name not in outcome.emptied
+    ]
+    if unfinished:
+        with client.pipeline(transaction=False) as pipe:
+            for name in unfinished:
+                pipe.llen(list_key(name))
+            for name, left in zip(unfinished, pipe.execute(), strict=True):
+                outcome.tallies[name].remaining = left
+
+
+def _look(
+    client: redis.Redis,
+    names: list[str],
+    now: float,
+    hint_key: str,
+    *,
+    scheduled_seen: bool,
+) -> tuple[dict[str, int], dict[str, list[Any]], dict[str, int]] | None:
+    """What there is to do: (depths, due scheduled ids, stranded counts) per
+    queue, or None when only scheduled jobs exist and none is due (then a
+    ScheduledHint remembers when the earliest is).
+
+    Where scheduled jobs were seen before, a cheap look first (1 + 1 per
+    queue: EXISTS over the lists, the earliest of each registry), then the
+    depths of the lists and the due ids of the due registries only. Otherwise
+    one pipeline: the lists' depths, every registry's due ids, and one EXISTS
+    over the intermediate lists (2 per queue + 1)."""
+    lists = [list_key(n) for n in names]
+    intermediates = [intermediate_key(n) for n in names]
+    due_names = names
+    if scheduled_seen:
+        with client.pipeline(transaction=False) as pipe:
+            pipe.exists(*lists, *intermediates)
+            for name in names:
+                pipe.zrange(scheduled_key(name), 0, 0, withscores=True)
+            listed, *earliest = pipe.execute()
+        due_names = [
+            n for n, e in zip(names, earliest, strict=True) if e and e[0][1] <= now
+        ]
+        if not listed and not due_names:
+            _remember(hint_key, names, earliest, now)
+            return None
+        if not any(earliest):  # no scheduled job left: back to the plain look
+            ScheduledHint.objects.filter(queues=hint_key).delete()
     with client.pipeline(transaction=False) as pipe:
         for name in names:
             pipe.llen(list_key(name))
-        for name, left in zip(names, pipe.execute(), strict=True):
-            outcome.tallies[name].remaining = left
-
-
-def _hint(hint_key: str, now: float) -> ScheduledHint | None:
-    """The last closer look's finding while it stands: its earliest scheduled
-    job not yet due, DRAIN_SCHEDULED_RECHECK_S not passed (database only). The
-    re-check bounds what the check cannot see while it stands: a job scheduled,
-    due sooner, onto a registry that already held one."""
-    recheck = settings.DRAIN_SCHEDULED_RECHECK_S
-    if recheck <= 0:
+        for name in due_names:
+            pipe.zrangebyscore(scheduled_key(name), 0, now)
+        pipe.exists(*intermediates)
+        replies = pipe.execute()
+    n = len(names)
+    depths = dict(zip(names, replies[:n], strict=True))
+    due = dict(zip(due_names, replies[n:-1], strict=True))
+    stranded: dict[str, int] = {}
+    if replies[-1]:
+        # Rare: a consumer popped a job and died before registering it.
+        with client.pipeline(transaction=False) as pipe:
+            for key in intermediates:
+                pipe.llen(key)
+            stranded = dict(zip(names, pipe.execute(), strict=True))
+    nothing = not any(depths.values()) and not any(due.values())
+    if not scheduled_seen and nothing and not any(stranded.values()):
+        # Only scheduled jobs, none due: their earliest times, once.
+        with client.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.zrange(scheduled_key(name), 0, 0, withscores=True)
+            _remember(hint_key, names, pipe.execute(), now)
         return None
-    hint = ScheduledHint.objects.filter(queues=hint_key).first()
+    return depths, due, stranded
+
+
+def _remember(hint_key: str, names: list[str], earliest: list[Any], now: float) -> None:
+    upcoming = {n: e[0][1] for n, e in zip(names, earliest, strict=True) if e}
+    if not upcoming:
+        ScheduledHint.objects.filter(queues=hint_key).delete()
+        return
+    ScheduledHint.objects.update_or_create(
+        queues=hint_key,
+        defaults={
+            "scheduled_queues": ",".join(sorted(upcoming)),
+            "earliest_due": datetime.fromtimestamp(min(upcoming.values()), UTC),
+            "checked_at": datetime.fromtimestamp(now, UTC),
+        },
+    )
+
+
+def _hint(hint: ScheduledHint | None, now: float) -> ScheduledHint | None:
+    """The last look's finding while it stands: its earliest scheduled job not
+    yet due, DRAIN_SCHEDULED_RECHECK_S not passed. The re-check bounds what the
+    idle check cannot see while it stands: a job scheduled, due sooner, onto a
+    registry that already held one."""
+    recheck = settings.DRAIN_SCHEDULED_RECHECK_S
     if (
-        hint is None
+        recheck <= 0
+        or hint is None
         or hint.earliest_due.timestamp() <= now
         or now - hint.checked_at.timestamp() >= recheck
     ):
@@ -518,7 +577,12 @@ def _run_children(
         if child.stopped_at_deadline:
             outcome.deadline_hit = True
         if child.done and returncode == 0:
+            if child.stopped_at_deadline:
+                outcome.emptied.discard(child.queue)
+            else:
+                outcome.emptied.add(child.queue)
             return
+        outcome.emptied.discard(child.queue)
         # The child died: fail the job it was running (RQ's own cleanup would
         # do it only minutes later) and tidy its worker registration.
         tally = outcome.tallies[child.queue]

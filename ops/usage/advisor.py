@@ -34,10 +34,10 @@ BENCH_IDLE_TICK_NOTE = "benchmark: 1 EXISTS per idle tick (docs/benchmarks.md §
 # One job on the drain path, by executor (DRAIN_EXECUTOR).
 # lean (docs/benchmarks.md, run of 2026-11-30): 8,175 billed for 2,000 jobs in
 # one drain = 4.088 a job (HSET + XADD + 2 EXPIRE, and a claim per batch of up
-# to 100). Its fixed part per drain with work, beyond the idle check, is 34
-# (tests/engine/test_drain_engine.py: a drain with one job costs exactly 39 =
-# 1 + 34 + 4): the closer look, sizing the queues, the child's claim and
-# closing, the remaining depths.
+# to 100). Its fixed part per drain with work, beyond the idle check, is 19
+# (tests/engine/test_drain_engine.py: a drain with one job costs exactly 24 =
+# 1 + 19 + 4): the look (the lists' depths, the due scheduled ids, one EXISTS
+# over the intermediate lists), the child's claim and closing.
 # rq: RQ's own job life cycle in the drain's SimpleWorker child, 52 a job
 # (§2 of the run of 2026-11-29: 10,453 commands for 200 jobs = 200 x 52 + 53
 # fixed, i.e. 52 beyond the idle check).
@@ -48,9 +48,9 @@ BENCH_PER_JOB_NOTE = {
     "lean": "benchmark: lean executor, 4.088 per job (docs/benchmarks.md)",
     "rq": "benchmark: RQ job life cycle, 52 per job (docs/benchmarks.md)",
 }
-BENCH_BUSY_DRAIN_OVERHEAD = {"lean": 34.0, "rq": 52.0}
+BENCH_BUSY_DRAIN_OVERHEAD = {"lean": 19.0, "rq": 52.0}
 BENCH_BUSY_DRAIN_NOTE = {
-    "lean": "tests: 34 fixed per drain with work beyond the idle check "
+    "lean": "tests: 19 fixed per drain with work beyond the idle check "
     "(docs/benchmarks.md)",
     "rq": "benchmark: 53 fixed per drain with work, less the idle check "
     "(docs/benchmarks.md)",

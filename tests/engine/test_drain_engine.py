@@ -49,10 +49,17 @@ def test_the_idle_check_covers_every_enabled_queue_list_and_scheduled_registry(
     run = run_drain()
     assert run.status == DrainRun.Status.SUCCEEDED
     assert run.total_processed == 0
-    # The check is true; a closer look (lists empty? anything due?) costs one
-    # EXISTS and the earliest entry of each scheduled registry, nothing more.
-    assert wire.snapshot() == {"AUTH": 1, "EXISTS": 2, "ZRANGE": 5}
-    assert run.redis_commands == 7
+    # The check is true: the look (the lists' depths, the registries' due ids,
+    # one EXISTS over the intermediate lists) finds nothing to run, and the
+    # earliest entry of each registry is read once to remember it.
+    assert wire.snapshot() == {
+        "AUTH": 1,
+        "EXISTS": 2,
+        "LLEN": 5,
+        "ZRANGEBYSCORE": 5,
+        "ZRANGE": 5,
+    }
+    assert run.redis_commands == 17
     assert ScheduledJobRegistry("seed-jobs", connection=rq_client).count == 1
 
 
@@ -338,7 +345,7 @@ def test_a_job_a_live_worker_is_registering_is_left_alone(rq_client):
 def test_a_tick_with_only_a_far_future_scheduled_job_costs_one_command(wire, rq_client):
     rq("seed-jobs", rq_client).enqueue_in(timedelta(hours=1), "tests.jobs.add", 1, 2)
     first = run_drain()
-    assert first.redis_commands == 7  # the closer look, remembered
+    assert first.redis_commands == 17  # the look, remembered
     wire.reset()
     second = run_drain()
     assert second.redis_commands == 1
@@ -397,7 +404,9 @@ def test_the_hint_is_rechecked_after_the_interval(wire, rq_client, settings):
 def test_with_the_recheck_off_every_tick_looks_closer(wire, rq_client, settings):
     settings.DRAIN_SCHEDULED_RECHECK_S = 0
     rq("seed-jobs", rq_client).enqueue_in(timedelta(hours=1), "tests.jobs.add", 1, 2)
-    run_drain()
+    assert run_drain().redis_commands == 17
+    # Scheduled jobs were seen: the cheap look (EXISTS over the lists and the
+    # earliest of each registry) every tick.
     assert run_drain().redis_commands == 7
 
 
@@ -485,15 +494,16 @@ def test_both_executors_run_rq_jobs_with_the_same_outcomes(
     ]
 
 
-def test_a_drain_with_one_job_costs_39_billed_commands(wire, rq_client):
+def test_a_drain_with_one_job_costs_24_billed_commands(wire, rq_client):
     """The lean drain's fixed part, as the quota advisor counts it: the idle
-    EXISTS (1), the closer look (EXISTS + 5 ZRANGE), sizing the queues (5
-    LLEN, 5 ZRANGEBYSCORE, 5 LLEN of the intermediate lists), the child's claim
-    (MULTI, SORT, SORT, LTRIM, EXEC), the dependents' EXISTS and its closing
-    ZADD + DEL, and the remaining depths (5 LLEN) = 34 + the job's own 4."""
+    EXISTS (1), the look (5 LLEN, 5 ZRANGEBYSCORE, one EXISTS over the
+    intermediate lists), the child's claim (MULTI, SORT, SORT, LTRIM, EXEC),
+    the dependents' EXISTS and its closing ZADD + DEL = 19 beyond the idle
+    check, + the job's own 4. The queue was drained empty: no LLEN after."""
     rq("batch-jobs", rq_client).enqueue("tests.jobs.add", 1, 2)
     wire.reset()
     run = run_drain()
     assert run.total_processed == 1
-    assert wire.billed() == 39
-    assert run.redis_commands == 39
+    assert run.queue_results["batch-jobs"]["remaining"] == 0
+    assert wire.billed() == 24
+    assert run.redis_commands == 24
