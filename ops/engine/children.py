@@ -9,6 +9,7 @@ books (the child records no usage itself, or they would be billed twice).
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import ctypes
 import mmap
@@ -95,6 +96,24 @@ def spawn(
     finally:
         os.close(writer)
     return proc, reader
+
+
+def child_parser(module: str, *, drain: bool = False) -> argparse.ArgumentParser:
+    """The command line every child takes: how it reports to its parent, and
+    for a drain's queue worker its queue, deadline and worker name."""
+    parser = argparse.ArgumentParser(prog=f"python -m {module}")
+    if drain:
+        parser.add_argument("--queue", required=True)
+        parser.add_argument(
+            "--deadline", type=float, required=True, help="epoch seconds"
+        )
+        parser.add_argument("--worker-name", required=True)
+    parser.add_argument("--report-fd", type=int, required=True)
+    parser.add_argument("--parent-pid", type=int, required=True)
+    # Where the parent reads this process's command counts (a private one when
+    # run by hand).
+    parser.add_argument("--tally-fd", type=int, default=None)
+    return parser
 
 
 def die_with_parent(parent_pid: int) -> None:

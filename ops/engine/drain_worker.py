@@ -24,7 +24,6 @@ the job it was running and carries on.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from typing import IO, Any
@@ -148,15 +147,7 @@ def drain_queue(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ops.engine.drain_worker")
-    parser.add_argument("--queue", required=True)
-    parser.add_argument("--deadline", type=float, required=True, help="epoch seconds")
-    parser.add_argument("--worker-name", required=True)
-    parser.add_argument("--report-fd", type=int, required=True)
-    parser.add_argument("--parent-pid", type=int, required=True)
-    # Where the parent reads this process's command counts (a private one
-    # when run by hand).
-    parser.add_argument("--tally-fd", type=int, default=None)
+    parser = children.child_parser("ops.engine.drain_worker", drain=True)
     args = parser.parse_args(argv)
     children.setup_child(args.parent_pid)
     return drain_queue(

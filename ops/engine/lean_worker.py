@@ -31,7 +31,6 @@ finished/failed registry at the end of its batch, not at once.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 import traceback
@@ -517,14 +516,8 @@ def drain_queue(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ops.engine.lean_worker")
-    parser.add_argument("--queue", required=True)
-    parser.add_argument("--deadline", type=float, required=True, help="epoch seconds")
-    parser.add_argument("--worker-name", required=True)
+    parser = children.child_parser("ops.engine.lean_worker", drain=True)
     parser.add_argument("--claim-key", default=None)
-    parser.add_argument("--report-fd", type=int, required=True)
-    parser.add_argument("--parent-pid", type=int, required=True)
-    parser.add_argument("--tally-fd", type=int, default=None)
     args = parser.parse_args(argv)
     children.setup_child(args.parent_pid)
     return drain_queue(

@@ -18,7 +18,6 @@ Why it is cheap when idle (docs/benchmarks.md has the measured figures):
 
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import IO, Any
 
@@ -73,15 +72,10 @@ class QuietWorker(SimpleWorker):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ops.workers.always_on_worker")
+    parser = children.child_parser("ops.workers.always_on_worker")
     parser.add_argument("--queues", required=True, help="comma-separated")
     parser.add_argument("--worker-name", required=True)
-    parser.add_argument("--report-fd", type=int, required=True)
-    parser.add_argument("--parent-pid", type=int, required=True)
     parser.add_argument("--block-s", type=int, required=True)
-    # Where the parent reads this process's command counts (a private one
-    # when run by hand).
-    parser.add_argument("--tally-fd", type=int, default=None)
     args = parser.parse_args(argv)
 
     children.setup_child(args.parent_pid)

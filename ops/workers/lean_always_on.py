@@ -23,7 +23,6 @@ supervisor keeps the worker's state in the database.
 
 from __future__ import annotations
 
-import argparse
 import signal
 import sys
 from types import FrameType
@@ -129,13 +128,10 @@ class LeanAlwaysOn:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ops.workers.lean_always_on")
+    parser = children.child_parser("ops.workers.lean_always_on")
     parser.add_argument("--queues", required=True, help="comma-separated")
     parser.add_argument("--worker-name", required=True)
-    parser.add_argument("--report-fd", type=int, required=True)
-    parser.add_argument("--parent-pid", type=int, required=True)
     parser.add_argument("--block-s", type=int, required=True)
-    parser.add_argument("--tally-fd", type=int, default=None)
     args = parser.parse_args(argv)
 
     children.setup_child(args.parent_pid)
