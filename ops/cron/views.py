@@ -2,26 +2,29 @@
 
 Every response is JSON with `Cache-Control: no-store`; every failure is
 {"error": "<code>", "detail": "<sentence>"}. Checks run cheapest first and
-none of the rejections (405, 429, 413, 401, 403, 400) sends a Redis command:
-method, rate limit (before the token, so guessing is throttled too), body
-size, credential, scope, options.
+none of the rejections (405, 429, 413, 401, 403, 400, 415) sends a Redis
+command: method, rate limit (before the token, so guessing is throttled too),
+body size, credential, scope, options. The handlers at the end answer JSON
+for whatever goes wrong elsewhere under /api/ (kaireon/urls.py installs them).
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils.cache import add_never_cache_headers
+from django.views import defaults
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 
 from ops.cron import ratelimit, tokens
+from ops.cron.body import Rejected, drain_arguments, read_body
 from ops.cron.client_ip import client_ip
 from ops.cron.retention import prune_history
 from ops.cron.status import cron_status
@@ -32,18 +35,14 @@ from ops.models import DrainRun
 
 log = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 16 * 1024
-FORM_TYPES = {"application/x-www-form-urlencoded", "multipart/form-data"}
-DRAIN_FIELDS = {
-    "maxDurationMs": "max_duration_ms",
-    "maxConcurrentQueues": "max_concurrent_queues",
-    "queues": "queues",
-}
 _UNAUTHORIZED = "Missing or invalid cron token."
 
 
 def error(code: str, detail: str, status: int, **extra: Any) -> JsonResponse:
-    return JsonResponse({"error": code, "detail": detail, **extra}, status=status)
+    """The one shape of every failure under /api/, never cached."""
+    response = JsonResponse({"error": code, "detail": detail, **extra}, status=status)
+    add_never_cache_headers(response)
+    return response
 
 
 def _presented_token(request: HttpRequest) -> str | None:
@@ -89,9 +88,7 @@ def cron_endpoint(
                     )
                     response["Retry-After"] = str(decision.retry_after_s)
                     return response
-                too_big = _body_too_big(request)
-                if too_big:
-                    return too_big
+                body = read_body(request)
                 credential = tokens.authenticate(_presented_token(request))
                 if credential is None:
                     return error("unauthorized", _UNAUTHORIZED, 401)
@@ -105,7 +102,16 @@ def cron_endpoint(
                     )
                 if credential.token_version is not None:
                     credential.token_version.record_use(ip)
-                return view(request, credential=credential, ip=ip)
+                return view(request, credential=credential, ip=ip, body=body)
+            except Rejected as exc:
+                return error(exc.code, exc.detail, exc.status)
+            except DrainOptionError as exc:
+                return error(
+                    "invalid_option",
+                    f"{exc.field}: {exc.message}",
+                    400,
+                    field=exc.field,
+                )
             except DatabaseError:
                 log.exception("database error on %s", request.path)
                 return error(
@@ -119,71 +125,11 @@ def cron_endpoint(
     return decorate
 
 
-def _body_too_big(request: HttpRequest) -> JsonResponse | None:
-    raw_length = request.META.get("CONTENT_LENGTH") or "0"
-    try:
-        length = int(raw_length)
-    except ValueError:
-        return error("invalid_request", "Content-Length is not a number.", 400)
-    if length > MAX_BODY_BYTES:
-        return error(
-            "payload_too_large",
-            f"The body is {length} bytes; the limit is {MAX_BODY_BYTES}.",
-            413,
-        )
-    return None
-
-
-def _drain_arguments(request: HttpRequest) -> dict[str, Any]:
-    """Options from the query string and/or a JSON object body."""
-    given = _from_querydict(request.GET)
-    if request.content_type in FORM_TYPES:
-        # `curl -d maxDurationMs=5000` and schedulers that always send a form.
-        for key, value in _from_querydict(request.POST).items():
-            if key in given:
-                raise DrainOptionError(key, "is given both in the query and the body")
-            given[key] = value
-        body = b""
-    else:
-        body = request.body
-    if body.strip():
-        try:
-            parsed = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise DrainOptionError("body", f"is not valid JSON ({exc})") from None
-        if not isinstance(parsed, dict):
-            raise DrainOptionError("body", "must be a JSON object")
-        for key, value in parsed.items():
-            if key in given:
-                raise DrainOptionError(key, "is given both in the query and the body")
-            given[key] = value
-    unknown = sorted(set(given) - set(DRAIN_FIELDS))
-    if unknown:
-        raise DrainOptionError(
-            unknown[0],
-            f"is not a known option; use {', '.join(DRAIN_FIELDS)}",
-        )
-    return {DRAIN_FIELDS[key]: value for key, value in given.items()}
-
-
-def _from_querydict(data: Any) -> dict[str, Any]:
-    given: dict[str, Any] = {}
-    for key in data:
-        values = data.getlist(key)
-        given[key] = values if key == "queues" and len(values) > 1 else values[-1]
-    return given
-
-
 @cron_endpoint(scope=tokens.Scope.DRAIN, method="POST")
 def drain_queues(
-    request: HttpRequest, *, credential: tokens.Credential, ip: str
+    request: HttpRequest, *, credential: tokens.Credential, ip: str, body: bytes
 ) -> JsonResponse:
-    try:
-        options = parse_options(**_drain_arguments(request))
-    except DrainOptionError as exc:
-        return error(
-            "invalid_option", f"{exc.field}: {exc.message}", 400, field=exc.field
-        )
+    options = parse_options(**drain_arguments(request, body))
     run = drain(
         trigger=DrainRun.Trigger.CRON,
         options=options,
@@ -196,14 +142,14 @@ def drain_queues(
 
 @cron_endpoint(scope=tokens.Scope.CRON, method="GET")
 def status(
-    request: HttpRequest, *, credential: tokens.Credential, ip: str
+    request: HttpRequest, *, credential: tokens.Credential, ip: str, body: bytes
 ) -> JsonResponse:
     return JsonResponse(cron_status())
 
 
 @cron_endpoint(scope=tokens.Scope.CRON, method="POST")
 def prune(
-    request: HttpRequest, *, credential: tokens.Credential, ip: str
+    request: HttpRequest, *, credential: tokens.Credential, ip: str, body: bytes
 ) -> JsonResponse:
     return JsonResponse(prune_history())
 
@@ -211,4 +157,41 @@ def prune(
 @csrf_exempt
 @never_cache
 def not_found(request: HttpRequest, rest: str = "") -> JsonResponse:
-    return error("not_found", f"No cron endpoint at {request.path}.", 404)
+    return error("not_found", f"No API endpoint at {request.path[:200]}.", 404)
+
+
+# --- Django's error handlers (kaireon/urls.py): JSON under /api/ -------------
+# What fails before or outside a view (a Host header Django refuses, an
+# exception anywhere) answers the documented JSON error there, and Django's
+# own pages everywhere else.
+
+
+def _under_api(request: HttpRequest) -> bool:
+    return request.path_info == "/api" or request.path_info.startswith("/api/")
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if _under_api(request):
+        return error("invalid_request", "The request was refused as malformed.", 400)
+    return defaults.bad_request(request, exception)
+
+
+def permission_denied(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if _under_api(request):
+        return error("forbidden", "This request is not allowed.", 403)
+    return defaults.permission_denied(request, exception)
+
+
+def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if _under_api(request):
+        return not_found(request)
+    return defaults.page_not_found(request, exception)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    # Django has logged the exception (django.request) before calling this.
+    if _under_api(request):
+        return error(
+            "internal_error", "An unexpected error occurred; it has been logged.", 500
+        )
+    return defaults.server_error(request)

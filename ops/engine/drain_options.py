@@ -7,6 +7,7 @@ error reads (it names the field, in the endpoint's spelling).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,15 +42,36 @@ class DrainOptions:
         return params
 
 
+# Integers are decimal ASCII digits: str.isdigit() also accepts "²" or "٣",
+# which int() refuses (or reads), so it is never the test.
+_INTEGER = re.compile(r"-?[0-9]+")
+# The largest integer every JSON parser reads exactly (RFC 8259 §6).
+MAX_INTEGER = 2**53 - 1
+
+
+def _shown(value: str) -> str:
+    """A caller's value for an error message, cut short."""
+    return repr(value) if len(value) <= 40 else repr(value[:40]) + "..."
+
+
 def _positive_int(field_name: str, value: Any) -> int:
     # bool is an int subclass; "true" as a duration is a caller's mistake.
     if isinstance(value, bool):
         raise DrainOptionError(field_name, "must be an integer, got a boolean")
     if isinstance(value, str):
         text = value.strip()
-        if not text.lstrip("-").isdigit():
-            raise DrainOptionError(field_name, f"must be an integer, got {value!r}")
-        value = int(text)
+        if not _INTEGER.fullmatch(text):
+            raise DrainOptionError(
+                field_name, f"must be an integer, got {_shown(value)}"
+            )
+        negative = text.startswith("-")
+        digits = text.lstrip("-").lstrip("0") or "0"
+        if len(digits) > len(str(MAX_INTEGER)):  # before int(): 5,000 digits raise
+            raise DrainOptionError(
+                field_name,
+                "must be at least 1" if negative else f"must be at most {MAX_INTEGER}",
+            )
+        value = -int(digits) if negative else int(digits)
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if not isinstance(value, int):
@@ -57,7 +79,11 @@ def _positive_int(field_name: str, value: Any) -> int:
             field_name, f"must be an integer, got {type(value).__name__}"
         )
     if value < 1:
-        raise DrainOptionError(field_name, f"must be at least 1, got {value}")
+        # A huge negative number has too many digits to print.
+        shown = value if value >= -MAX_INTEGER else "a large negative number"
+        raise DrainOptionError(field_name, f"must be at least 1, got {shown}")
+    if value > MAX_INTEGER:
+        raise DrainOptionError(field_name, f"must be at most {MAX_INTEGER}")
     return value
 
 

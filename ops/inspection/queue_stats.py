@@ -63,16 +63,20 @@ def queue_depths(names: list[str], *, source: str = Source.CONSOLE) -> QueueDept
     # Connection and timeout errors, but also a ResponseError such as the
     # provider's "max requests limit exceeded": the admin page must still
     # render (without numbers) when Redis is down or the quota is spent.
+    calls = [
+        call
+        for name in names
+        for call in (
+            ("llen", list_key(name)),
+            ("zcard", scheduled_key(name)),
+            ("zcard", started_key(name)),
+            ("zcard", failed_key(name)),
+        )
+    ]
     with incidents.guarded_read(source) as read:
         if read.client is not None:
-            # transaction=False: a MULTI/EXEC pair would add two billed commands.
-            with read.client.pipeline(transaction=False) as pipe:
-                for name in names:
-                    pipe.llen(list_key(name))
-                    pipe.zcard(scheduled_key(name))
-                    pipe.zcard(started_key(name))
-                    pipe.zcard(failed_key(name))
-                replies = pipe.execute()
+            # One pipeline; as a quota incident's probe, 1 command first.
+            replies = read.execute(calls)
     if read.problem():
         return QueueDepths(redis_commands=read.meter.billed, error=read.problem())
     per = COMMANDS_PER_QUEUE

@@ -281,22 +281,24 @@ class _RedisRead:
 def _read_redis(queues: list[Queue], source: str) -> _RedisRead:
     with incidents.guarded_read(source) as read:
         if read.client is not None:
-            # transaction=False: MULTI/EXEC would add two billed commands.
-            with read.client.pipeline(transaction=False) as pipe:
-                for queue in queues:
-                    name = queue.name
-                    pipe.llen(list_key(name))
-                    pipe.llen(intermediate_key(name))
-                    pipe.zcard(scheduled_key(name))
-                    pipe.zcard(started_key(name))
-                    pipe.zcard(deferred_key(name))
-                    pipe.zcard(failed_key(name))
-                # Every RQ worker registers here, whichever deployment runs it.
-                pipe.scard(Worker.redis_workers_keys)
-                # raise_on_error=False: redis-py rewords the first error of a
-                # pipeline it raises ("Command # 1 (LLEN ...) of pipeline caused
-                # error: ..."), which hides the provider's quota wording.
-                replies = pipe.execute(raise_on_error=False)
+            calls: list[tuple[str, str]] = []
+            for queue in queues:
+                name = queue.name
+                calls += [
+                    ("llen", list_key(name)),
+                    ("llen", intermediate_key(name)),
+                    ("zcard", scheduled_key(name)),
+                    ("zcard", started_key(name)),
+                    ("zcard", deferred_key(name)),
+                    ("zcard", failed_key(name)),
+                ]
+            # Every RQ worker registers here, whichever deployment runs it.
+            calls.append(("scard", Worker.redis_workers_keys))
+            # One pipeline (as a quota incident's probe, 1 command first).
+            # raise_on_error=False: redis-py rewords the first error of a
+            # pipeline it raises ("Command # 1 (LLEN ...) of pipeline caused
+            # error: ..."), which hides the provider's quota wording.
+            replies = read.execute(calls, raise_on_error=False)
             errors = [r for r in replies if isinstance(r, redis.ResponseError)]
             if errors:
                 raise next((e for e in errors if is_quota_exhausted(e)), errors[0])

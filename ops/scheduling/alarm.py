@@ -149,23 +149,20 @@ def backlog_ages(
     waiting: list[tuple[str, str]] = []
     with incidents.guarded_read(source) as read:
         if read.client is not None:
-            # transaction=False: MULTI/EXEC would add two billed commands.
-            with read.client.pipeline(transaction=False) as pipe:
-                for name in names:
-                    pipe.lindex(list_key(name), 0)
-                heads = pipe.execute()
+            # One pipeline; as a quota incident's probe, 1 command first.
+            heads = read.execute([("lindex", list_key(name), 0) for name in names])
             waiting = [
                 (name, _text(job_id))
                 for name, job_id in zip(names, heads, strict=True)
                 if job_id
             ]
             if waiting:
-                with read.client.pipeline(transaction=False) as pipe:
-                    for _, job_id in waiting:
-                        pipe.hget(
-                            Job.redis_job_namespace_prefix + job_id, "enqueued_at"
-                        )
-                    enqueued = pipe.execute()
+                enqueued = read.execute(
+                    [
+                        ("hget", Job.redis_job_namespace_prefix + job_id, "enqueued_at")
+                        for _, job_id in waiting
+                    ]
+                )
     if read.problem():
         return Backlog(redis_commands=read.meter.billed, error=read.problem())
     ages: dict[str, int] = {}

@@ -10,10 +10,11 @@ UPDATEs, so this holds across processes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 import redis
 from django.conf import settings
@@ -117,6 +118,36 @@ class GuardedRead:
     client: redis.Redis | None  # None: the gate refused, nothing may be sent
     refusal: str = ""
     exc: redis.RedisError | None = field(default=None)
+    # This read is the probe of an open incident: its first command decides.
+    probing: bool = False
+
+    def execute(
+        self, calls: Sequence[tuple[Any, ...]], *, raise_on_error: bool = True
+    ) -> list[Any]:
+        """Send `calls` (("llen", key), ("zcard", key), ...) in one pipeline
+        and return the replies in order.
+
+        As the probe of an open quota incident, the first call goes alone
+        first: if the quota is still spent, the probe has cost one command
+        and its error ends the read (the rest is never sent)."""
+        assert self.client is not None, "the gate refused: nothing may be sent"
+        replies: list[Any] = []
+        if self.probing and calls:
+            name, *args = calls[0]
+            try:
+                replies.append(getattr(self.client, name)(*args))
+            except redis.ResponseError as exc:
+                if raise_on_error or is_quota_exhausted(exc):
+                    raise
+                replies.append(exc)  # as the pipeline would have returned it
+            calls = calls[1:]
+        if calls:
+            # transaction=False: a MULTI/EXEC pair would add two billed commands.
+            with self.client.pipeline(transaction=False) as pipe:
+                for name, *args in calls:
+                    getattr(pipe, name)(*args)
+                replies += pipe.execute(raise_on_error=raise_on_error)
+        return replies
 
     @property
     def quota_exhausted(self) -> bool:
@@ -142,14 +173,15 @@ def guarded_read(source: str) -> Iterator[GuardedRead]:
     Asks the incident gate first (no client when it refuses); a Redis error
     inside the block is kept in `.exc` instead of raised, a quota error opens
     or counts the incident, a read that went through closes a probing incident,
-    and the connection is closed in every case."""
+    and the connection is closed in every case. Send with `.execute`: when
+    this read is the incident's probe, the probe then costs one command."""
     quota_gate = gate()
     meter = CommandMeter(source)
     if not quota_gate.allowed:
         yield GuardedRead(meter, None, refusal=quota_gate.refusal())
         return
     client = make_client(meter)
-    read = GuardedRead(meter, client)
+    read = GuardedRead(meter, client, probing=quota_gate.probing is not None)
     try:
         yield read
     except redis.RedisError as exc:

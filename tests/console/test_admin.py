@@ -288,6 +288,10 @@ def test_a_user_with_drain_permission_drains_and_lands_on_the_run(
     [
         ({"max_duration_ms": "abc"}, "max_duration_ms", "must be an integer"),
         ({"max_duration_ms": "0"}, "max_duration_ms", "must be at least 1, got 0"),
+        # str.isdigit() says yes, int() says no: a form error, not a 500.
+        ({"max_duration_ms": "²"}, "max_duration_ms", "must be an integer"),
+        ({"max_concurrent_queues": "٣"}, "max_concurrent_queues", "an integer"),
+        ({"max_duration_ms": "9" * 5000}, "max_duration_ms", "must be at most"),
         (
             {"max_concurrent_queues": "99"},
             "max_concurrent_queues",

@@ -115,6 +115,16 @@ def test_it_exits_4_when_redis_is_unreachable(settings):
     assert json.loads(out)["error"] == "redis_unavailable"
 
 
+def test_it_exits_5_when_the_redis_quota_is_exhausted(fault):
+    fault.exhaust()
+    code, out = drain_cmd("--json")  # the quota error opens an incident
+    assert code == 5
+    assert json.loads(out)["error"] == "redis_quota_exhausted"
+    code, out = drain_cmd("--json")  # refused by the open incident, 0 commands
+    assert code == 5
+    assert json.loads(out)["redisCommands"] == 0
+
+
 def test_an_over_cap_duration_is_clamped_and_said():
     code, out = drain_cmd("--json", "--max-duration-ms", "900000")
     body = json.loads(out)
@@ -148,6 +158,10 @@ def test_an_over_cap_duration_is_clamped_and_said():
             ["--queue", "nope"],
             "unknown queue nope; valid queues: batch-jobs, dsar-jobs",
         ),
+        # Digits str.isdigit() accepts and int() refuses, and too many digits.
+        (["--max-duration-ms", "²"], "--max-duration-ms: must be an integer, got '²'"),
+        (["--max-concurrent-queues", "٣"], "--max-concurrent-queues: must be an"),
+        (["--max-duration-ms", "1" * 5000], "--max-duration-ms: must be at most"),
     ],
 )
 def test_it_rejects_bad_input_with_a_precise_error(args, message):
@@ -159,11 +173,12 @@ def test_it_rejects_bad_input_with_a_precise_error(args, message):
     assert DrainRun.objects.count() == before
 
 
-def test_bad_input_from_the_shell_is_a_message_not_a_traceback(manage_py):
-    result = manage_py("drain", "--max-duration-ms", "soon")
+@pytest.mark.parametrize("value", ["soon", "²"])
+def test_bad_input_from_the_shell_is_a_message_not_a_traceback(manage_py, value):
+    result = manage_py("drain", "--max-duration-ms", value)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert "--max-duration-ms: must be an integer, got 'soon'" in result.stderr
+    assert f"--max-duration-ms: must be an integer, got '{value}'" in result.stderr
 
 
 @pytest.mark.parametrize("executor", ["lean", "rq"])

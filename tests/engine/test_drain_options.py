@@ -43,6 +43,12 @@ def test_query_string_values_are_accepted():
     assert options.queues == ("dsar-jobs", "seed-jobs")
 
 
+def test_leading_zeros_and_spaces_are_still_an_integer():
+    options = parse_options(max_duration_ms=" 0" + "0" * 5000 + "1500 ")
+    assert options.max_duration_ms == 1500
+    assert parse_options(max_duration_ms=2**53 - 1).max_duration_ms == 600_000
+
+
 def test_a_duration_over_the_cap_is_clamped_and_recorded():
     options = parse_options(max_duration_ms=1_000_000)
     assert options.max_duration_ms == 600_000
@@ -74,6 +80,22 @@ def test_a_duration_over_the_cap_is_clamped_and_recorded():
             "queues",
             "unknown queue ghost; valid queues: batch-jobs",
         ),
+        # Only ASCII digits: str.isdigit() accepts these and int() refuses or
+        # reads them.
+        ({"max_duration_ms": "²"}, "maxDurationMs", "must be an integer, got '²'"),
+        ({"max_duration_ms": "٣"}, "maxDurationMs", "must be an integer, got '٣'"),
+        ({"max_concurrent_queues": "①"}, "maxConcurrentQueues", "an integer"),
+        ({"max_duration_ms": "1_000"}, "maxDurationMs", "must be an integer"),
+        ({"max_duration_ms": "+5"}, "maxDurationMs", "must be an integer"),
+        # Too many digits for int() (and for any JSON reader): refused before.
+        ({"max_duration_ms": "1" * 5000}, "maxDurationMs", "at most 9007199254740991"),
+        ({"max_duration_ms": "-" + "1" * 5000}, "maxDurationMs", "at least 1"),
+        ({"max_duration_ms": 2**53}, "maxDurationMs", "at most 9007199254740991"),
+        ({"max_duration_ms": 10**5000}, "maxDurationMs", "at most"),
+        ({"max_duration_ms": -(10**5000)}, "maxDurationMs", "at least 1"),
+        ({"max_duration_ms": float("inf")}, "maxDurationMs", "got float"),
+        ({"max_duration_ms": float("nan")}, "maxDurationMs", "got float"),
+        ({"max_duration_ms": 1e300}, "maxDurationMs", "at most"),
     ],
 )
 def test_bad_values_name_the_field(kwargs, field, message):

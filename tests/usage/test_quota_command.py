@@ -180,7 +180,24 @@ def test_it_says_when_the_budget_lasts_and_when_an_incident_is_open(db) -> None:
     )
 
 
-@pytest.mark.parametrize("bad", ["yesterday", "2025-13-01T00:00:00", ""])
+@pytest.mark.parametrize(
+    "same_moment",
+    ["2025-03-10T00:00:00-12:00", "2025-03-11T02:00:00+14:00", "2025-03-10T12:00:00"],
+)
+def test_an_at_with_an_offset_is_the_same_moment_in_utc(usage, same_moment) -> None:
+    # Budget 100,000: it runs out on Mar 11 10:00 UTC, which is still Mar 10
+    # at -12:00. Periods and run-out dates are UTC days, whatever the offset.
+    assert json.loads(run("--json", "--at", same_moment)) == json.loads(
+        run("--json", "--at", AT)
+    )
+    assert json.loads(run("--json", "--at", same_moment))["exhaustedOn"] == (
+        "2025-03-11"
+    )
+
+
+@pytest.mark.parametrize(
+    "bad", ["yesterday", "2025-13-01T00:00:00", "", "9999-12-31T23:00:00-05:00"]
+)
 def test_a_bad_at_is_refused_naming_the_option(db, bad) -> None:
     with pytest.raises(CommandError, match="--at"):
         run("--at", bad)

@@ -206,3 +206,64 @@ def test_a_console_page_read_opens_the_incident_too(fault, admin_client):
     assert response.status_code == 200
     incident = QuotaIncident.objects.get()
     assert incident.source == "console"
+
+
+# --- A probe costs one command, whoever sends it ------------------------------
+
+CRON_SECRET = "quota-test-cron-secret-0123456789"
+
+
+def _probe_due() -> None:
+    """The cool-down is over: the next caller through the gate is the probe."""
+    QuotaIncident.objects.update(last_probe_at=None)
+
+
+def test_a_status_call_that_probes_sends_one_command_not_twenty(
+    client, fault, settings
+):
+    settings.CRON_SECRET = CRON_SECRET
+    fault.exhaust()
+    run_drain()  # opens the incident
+    _probe_due()
+    before = sent(fault)
+    response = client.get("/api/v1/cron/status", HTTP_X_CRON_TOKEN=CRON_SECRET)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["redis"] == "unavailable"
+    assert "quota" in body["redisError"]
+    assert sent(fault) - before == 1  # the first LLEN, refused: nothing more
+    assert body["redisCommands"] == 1
+    incident = QuotaIncident.objects.get()
+    assert incident.is_open and incident.probes == 1 and incident.count == 2
+
+    # The quota is back: the next probe is the first read of a full status
+    # call, which closes the incident and reports every queue.
+    fault.restore()
+    _probe_due()
+    before = sent(fault)
+    body = client.get("/api/v1/cron/status", HTTP_X_CRON_TOKEN=CRON_SECRET).json()
+    assert body["redis"] == "ok"
+    assert len(body["backlog"]) == 5
+    assert sent(fault) - before == body["redisCommands"] == 20
+    assert incidents.open_incident() is None
+
+
+def test_every_guarded_read_probes_with_one_command(fault):
+    from ops.inspection.switch_check import switch_check
+    from ops.models import Source
+    from ops.scheduling.alarm import backlog_ages
+
+    names = ["batch-jobs", "dsar-jobs", "journey-jobs"]
+    fault.exhaust()
+    run_drain()
+    reads = {
+        "queue page": lambda: queue_depths(names).error,
+        "backlog ages": lambda: backlog_ages(names, source=Source.OTHER).error,
+        "switch check": lambda: switch_check().redis_error,
+    }
+    for what, read in reads.items():
+        _probe_due()
+        before = sent(fault)
+        assert "quota" in read(), what
+        assert sent(fault) - before == 1, what
+    assert QuotaIncident.objects.get().probes == 3

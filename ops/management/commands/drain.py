@@ -20,6 +20,7 @@ EXIT_JOBS_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_SKIPPED = 3
 EXIT_REDIS_UNAVAILABLE = 4
+EXIT_QUOTA_EXHAUSTED = 5
 
 _FLAGS = {
     "maxDurationMs": "--max-duration-ms",
@@ -35,7 +36,8 @@ class Command(BaseCommand):
     help = (
         "Drain the queues once: process what is queued within a time budget, then "
         "exit. Exit status: 0 drained, 1 jobs failed, 2 bad input, 3 skipped "
-        "(another drain is running), 4 Redis unreachable."
+        "(another drain is running), 4 Redis unreachable, 5 Redis command quota "
+        "exhausted."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -104,6 +106,9 @@ def _exit_status(run: DrainRun) -> int:
         return EXIT_SKIPPED
     if run.error_code == ErrorCode.REDIS_UNAVAILABLE:
         return EXIT_REDIS_UNAVAILABLE
+    if run.error_code == ErrorCode.REDIS_QUOTA_EXHAUSTED:
+        # Not "jobs failed": no job ran, or the rest wait for the quota.
+        return EXIT_QUOTA_EXHAUSTED
     if run.status == DrainRun.Status.FAILED or run.total_failed:
         return EXIT_JOBS_FAILED
     return EXIT_OK

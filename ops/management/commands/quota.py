@@ -62,8 +62,12 @@ class Command(BaseCommand):
         if moment is None:
             raise CommandError(f"--at: not an ISO date and time: {raw!r}")
         if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        return moment
+            return moment.replace(tzinfo=UTC)
+        # Periods and run-out dates are UTC days: 23:00-05:00 is tomorrow there.
+        try:
+            return moment.astimezone(UTC)
+        except OverflowError:  # 9999-12-31T23:00-05:00
+            raise CommandError(f"--at: out of range: {raw!r}") from None
 
 
 def _incident_json(incident: QuotaIncident | None) -> dict[str, Any] | None:
