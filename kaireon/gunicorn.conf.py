@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import os
+import sys
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kaireon.settings")
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+# The settings load here, in gunicorn's master, before any worker starts: a bad
+# value (kaireon/settings.py checks every variable, the cron tokens included)
+# stops gunicorn at once with one line naming the variable, as manage.py does,
+# instead of workers failing to boot one after another.
+try:
+    settings.INSTALLED_APPS  # noqa: B018
+except ImproperlyConfigured as exc:
+    sys.stderr.write(f"Configuration error: {exc}\n")
+    sys.exit(os.EX_CONFIG)
 
 bind = os.environ.get("KAIREON_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))

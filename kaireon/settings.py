@@ -7,11 +7,16 @@ typo in a deploy never turns into a silently different behaviour.
 from __future__ import annotations
 
 import ipaddress
+import re
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+
+# Pure rules with no Django import: safe to apply while the settings load.
+from ops.cron.token_rules import env_token_problems
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -76,6 +81,8 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    # Admin login throttling, in the database (0 Redis commands).
+    "axes",
     "django_q",
     "ops.apps.OpsConfig",
 ]
@@ -90,6 +97,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "ops.console.middleware.page_redis_cost",
+    # Last, as django-axes asks: it turns a locked-out login into its answer.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "kaireon.urls"
@@ -139,6 +148,47 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# --- Admin login -------------------------------------------------------------
+# Django's four password validators: `changepassword` and the admin refuse "1".
+AUTH_PASSWORD_VALIDATORS = [
+    {
+        "NAME": "django.contrib.auth.password_validation."
+        "UserAttributeSimilarityValidator"
+    },
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+# django-axes throttles the admin login: its backend comes first and refuses
+# every attempt, the right password included, while the address or the
+# username is locked out.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Failed logins, counted separately per client address and per username within
+# the cool-off, that lock that address or that username out for the cool-off.
+AXES_FAILURE_LIMIT = _int("LOGIN_FAILURE_LIMIT", 5, minimum=1, maximum=1000)
+AXES_COOLOFF_TIME = timedelta(
+    minutes=_int("LOGIN_COOLOFF_MINUTES", 15, minimum=1, maximum=7 * 24 * 60)
+)
+# Two independent locks: one per address (one client guessing many usernames),
+# one per username (many addresses guessing one account).
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+# Attempts are rows in the database: no cache, no Redis command.
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+# The client address as the cron rate limit sees it (TRUSTED_PROXIES, IPv4-
+# mapped addresses unwrapped, IPv6 grouped by /64): one rule for both.
+AXES_CLIENT_IP_CALLABLE = "ops.cron.client_ip.throttle_address"
+# A success does not clear the failures: a user who knows one password could
+# otherwise reset an address's count between guesses at another account.
+AXES_RESET_ON_SUCCESS = False
+# The lockout answer (429): a page in the admin's look, not plain text.
+AXES_LOCKOUT_TEMPLATE = "admin/ops/login_locked.html"
+# No "AXES: BEGIN ..." line on every process start (every cron-run command);
+# failures and lockouts are still logged, without the username or address.
+AXES_VERBOSE = False
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
@@ -154,6 +204,31 @@ STORAGES = {
         else "django.contrib.staticfiles.storage.StaticFilesStorage"
     },
 }
+
+# --- Behind HTTPS ---------------------------------------------------------------
+# All off by default, so that `./dev run` works on plain http://127.0.0.1. Behind
+# a TLS-terminating proxy set the block in .env.example ("Behind HTTPS"): then
+# `manage.py check --deploy` has nothing to say.
+SECURE_SSL_REDIRECT = _bool("SECURE_SSL_REDIRECT", False)
+SECURE_HSTS_SECONDS = _int("SECURE_HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = _bool("SECURE_HSTS_PRELOAD", False)
+SESSION_COOKIE_SECURE = _bool("SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = _bool("CSRF_COOKIE_SECURE", False)
+# The header the proxy sets to "https" on requests that reached it over HTTPS
+# (e.g. X-Forwarded-Proto). Only when the proxy always sets or strips it: a
+# client could otherwise claim HTTPS itself.
+_proxy_ssl_header = env.str("SECURE_PROXY_SSL_HEADER", default="").strip()
+if _proxy_ssl_header and not re.fullmatch(r"[A-Za-z0-9-]+", _proxy_ssl_header):
+    raise ImproperlyConfigured(
+        f"SECURE_PROXY_SSL_HEADER must be a header name such as X-Forwarded-Proto, "
+        f"got {_proxy_ssl_header!r}"
+    )
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_" + _proxy_ssl_header.upper().replace("-", "_"), "https")
+    if _proxy_ssl_header
+    else None
+)
 
 # --- Redis -----------------------------------------------------------------
 # Unset means "the local Redis that `./dev run` starts on the project port".
@@ -216,10 +291,25 @@ REDIS_SWITCH_MIN_EMPTY_DRAINS = _int(
 # --- Cron endpoint -----------------------------------------------------------
 # Environment tokens, accepted in this order (runbook §4). DRAIN_QUEUES_TOKEN and
 # CRON_TOKEN only reach /api/v1/cron/drain-queues; CRON_SECRET reaches every
-# /api/v1/cron/* endpoint. Shorter than 16 characters is a system check error.
+# /api/v1/cron/* endpoint. A token shorter than 16 characters, with surrounding
+# whitespace, or equal to another one stops every process here
+# (ops/cron/token_rules.py; the system check ops.E001 applies the same rule).
 DRAIN_QUEUES_TOKEN = env.str("DRAIN_QUEUES_TOKEN", default="")
 CRON_SECRET = env.str("CRON_SECRET", default="")
 CRON_TOKEN = env.str("CRON_TOKEN", default="")
+_token_problems = env_token_problems(
+    {
+        "DRAIN_QUEUES_TOKEN": DRAIN_QUEUES_TOKEN,
+        "CRON_SECRET": CRON_SECRET,
+        "CRON_TOKEN": CRON_TOKEN,
+    }
+)
+if _token_problems:
+    raise ImproperlyConfigured(
+        "; ".join(message for _, message in _token_problems)
+        + ". Unset each variable named, or give it a long random value of its own "
+        "(python -c 'import secrets; print(secrets.token_urlsafe(32))')."
+    )
 # Requests per minute per client IP on each /api/v1/cron/* endpoint.
 CRON_RATE_LIMIT_PER_MINUTE = _int("CRON_RATE_LIMIT_PER_MINUTE", 12, minimum=1)
 # Who may set X-Forwarded-For: empty (nobody: the client is REMOTE_ADDR), a
@@ -267,8 +357,12 @@ if not QUOTA_WARN_THRESHOLDS or not all(0 < p <= 100 for p in QUOTA_WARN_THRESHO
 # seconds (one command); the first success closes the incident.
 QUOTA_PROBE_COOLDOWN_S = _int("QUOTA_PROBE_COOLDOWN_S", 600, minimum=1)
 # How often each process writes its command counts to the database (0: only at
-# drain end and at exit).
-METERING_FLUSH_INTERVAL_S = _int("METERING_FLUSH_INTERVAL_S", 60, minimum=0)
+# drain end and at exit). A process killed hard (SIGKILL, OOM killer) loses the
+# counts of at most this many last seconds; a flush with nothing to write costs
+# no query, and one with counts one UPDATE per source and hour.
+METERING_FLUSH_INTERVAL_S = _int(
+    "METERING_FLUSH_INTERVAL_S", 5, minimum=0, maximum=3600
+)
 # 1: the quota page also reads the Redis server's own INFO commandstats (INFO is
 # not billed) and shows every client's commands beside this project's. Only
 # meaningful when no other application shares the Redis. 0: off (the default).

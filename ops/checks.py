@@ -34,18 +34,20 @@ def check_enabled_queues(
 
 @register(Tags.security)
 def check_env_tokens(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    """A short cron token can be guessed: refuse to start with one."""
+    """Environment cron tokens that are refused (short, surrounded by
+    whitespace, or shared by two variables). The settings refuse to load with
+    one; this check sees the same rule applied to settings changed later."""
     from ops.cron.tokens import env_token_problems
 
     return [
         Error(
             problem,
-            hint=f"Set {variable} to a long random value (e.g. `python -c "
-            f"'import secrets; print(secrets.token_urlsafe(32))'`) or unset it "
-            "and use a console-managed token (manage.py rotate_token).",
+            hint=f"Set {' and '.join(variables)} to a long random value each "
+            "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`) "
+            "or unset it and use a console-managed token (manage.py rotate_token).",
             id="ops.E001",
         )
-        for variable, problem in env_token_problems()
+        for variables, problem in env_token_problems()
     ]
 
 

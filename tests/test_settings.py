@@ -63,3 +63,145 @@ def test_good_values_load():
         SECRET_KEY="x" * 40, DRAIN_MAX_DURATION_MS="1000", REDIS_URL="rediss://h:6380/1"
     )
     assert result.returncode == 0, result.stderr
+
+
+# --- Environment cron tokens: refused by every entry point ----------------------
+
+GOOD_TOKEN = "a-long-enough-env-token-0123456789"
+BAD_TOKENS = [
+    pytest.param(
+        {"DRAIN_QUEUES_TOKEN": "x" * 15},
+        "DRAIN_QUEUES_TOKEN is 15 characters long; cron tokens must have at least 16",
+        id="short",
+    ),
+    pytest.param(
+        {"CRON_SECRET": GOOD_TOKEN + "\n"},
+        "CRON_SECRET starts or ends with whitespace",
+        id="trailing-newline",
+    ),
+    pytest.param(
+        {"CRON_TOKEN": " " + GOOD_TOKEN},
+        "CRON_TOKEN starts or ends with whitespace",
+        id="leading-space",
+    ),
+    pytest.param(
+        {"DRAIN_QUEUES_TOKEN": GOOD_TOKEN, "CRON_SECRET": GOOD_TOKEN},
+        "DRAIN_QUEUES_TOKEN and CRON_SECRET have the same value",
+        id="same-value",
+    ),
+]
+
+
+def run_entry_point(
+    argv: list[str], env: dict[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    full = dict(os.environ)
+    full.update(SECRET_KEY="x" * 40, **env)
+    full["DJANGO_SETTINGS_MODULE"] = "kaireon.settings"
+    proc = subprocess.Popen(
+        argv,
+        env=full,
+        cwd=settings.BASE_DIR,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        # It started instead of refusing to (gunicorn serving): stop it.
+        os.killpg(proc.pid, 9)
+        out, err = proc.communicate()
+        pytest.fail(f"{argv} did not stop at start: {err[-2000:]}")
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+MANAGE = [sys.executable, "manage.py"]
+GUNICORN = [sys.executable, "-m", "gunicorn"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        pytest.param([*MANAGE, "drain", "--json"], id="manage.py-drain"),
+        pytest.param([*MANAGE, "check"], id="manage.py-check"),
+        pytest.param([*MANAGE, "enqueue", "batch-jobs"], id="manage.py-enqueue"),
+        pytest.param(
+            [sys.executable, "-c", "import django; django.setup()"],
+            id="worker-child-setup",
+        ),
+    ],
+)
+@pytest.mark.parametrize(("env", "message"), BAD_TOKENS)
+def test_a_bad_env_token_stops_every_entry_point_naming_the_variable(
+    argv, env, message
+):
+    result = run_entry_point(argv, env)
+    assert result.returncode != 0
+    assert message in result.stderr
+    if argv[:2] == MANAGE:
+        # One line, not a traceback after Django's "Unknown command".
+        assert result.returncode == os.EX_CONFIG
+        assert result.stderr.startswith("Configuration error: ")
+        assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("env", "message"), BAD_TOKENS)
+def test_a_bad_env_token_stops_gunicorn_before_it_serves(env, message):
+    from bench.redis_server import free_port
+
+    result = run_entry_point(
+        [*GUNICORN, "-c", "kaireon/gunicorn.conf.py", "kaireon.wsgi"],
+        {**env, "KAIREON_BIND": f"127.0.0.1:{free_port()}", "WEB_CONCURRENCY": "1"},
+        timeout=30,
+    )
+    assert result.returncode == os.EX_CONFIG
+    assert f"Configuration error: {message}" in result.stderr
+
+
+def test_good_env_tokens_load():
+    result = load_settings(
+        SECRET_KEY="x" * 40,
+        DRAIN_QUEUES_TOKEN=GOOD_TOKEN,
+        CRON_SECRET=GOOD_TOKEN + "-cron",
+        CRON_TOKEN="",
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_token_rule_is_one_pure_function():
+    from ops.cron.token_rules import env_token_problems
+
+    assert env_token_problems({}) == []
+    assert env_token_problems({"CRON_SECRET": GOOD_TOKEN, "CRON_TOKEN": ""}) == []
+    problems = env_token_problems(
+        {
+            "DRAIN_QUEUES_TOKEN": "short",
+            "CRON_SECRET": "   ",
+            "CRON_TOKEN": "short",
+        }
+    )
+    assert [variables for variables, _ in problems] == [
+        ("DRAIN_QUEUES_TOKEN",),
+        ("CRON_SECRET",),
+        ("CRON_TOKEN",),
+        ("DRAIN_QUEUES_TOKEN", "CRON_TOKEN"),
+    ]
+
+
+def test_the_token_rule_imports_nothing_from_django():
+    # kaireon/settings.py imports it while Django's settings are being built.
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, ops.cron.token_rules; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'django'))",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=settings.BASE_DIR,
+        timeout=60,
+    )
+    assert result.stdout.strip() == "[]", result.stderr

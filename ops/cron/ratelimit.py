@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from django.db.models import F, Value
 from django.db.models.functions import Greatest
 
+from ops.cron.client_ip import bucket
 from ops.models import RateBucket
 
 WINDOW_S = 60.0
@@ -34,7 +35,11 @@ class Decision:
 
 
 def hit(key: str, *, per_minute: int, now: float | None = None) -> Decision:
+    """Count one request under `key`, "<endpoint>:<client address>": the
+    address part is counted under its bucket (client_ip.bucket), so an IPv4
+    client and its IPv4-mapped form share one, and so does a whole IPv6 /64."""
     now = time.time() if now is None else now
+    key = bucket_key(key)
     interval = WINDOW_S / per_minute
     burst_window = WINDOW_S - interval  # room for `per_minute` back-to-back hits
     RateBucket.objects.bulk_create(
@@ -52,6 +57,11 @@ def hit(key: str, *, per_minute: int, now: float | None = None) -> Decision:
     return Decision(
         allowed=False, retry_after_s=max(1, math.ceil(tat - burst_window - now))
     )
+
+
+def bucket_key(key: str) -> str:
+    endpoint, colon, address = key.partition(":")
+    return f"{endpoint}:{bucket(address)}" if colon else key
 
 
 def prune(now: float | None = None) -> int:

@@ -27,17 +27,21 @@ from django.db import transaction
 from django.db.models import Max, Q
 from django.utils import timezone
 
+from ops.cron import token_rules
+from ops.cron.token_rules import ENV_TOKEN_VARIABLES
 from ops.models import TokenVersion
 
 Scope = TokenVersion.Scope
 
+_ENV_SCOPES = {
+    "DRAIN_QUEUES_TOKEN": Scope.DRAIN,
+    "CRON_SECRET": Scope.CRON,
+    "CRON_TOKEN": Scope.DRAIN,
+}
 # (variable, scope), in the runbook's priority order.
-ENV_TOKENS: tuple[tuple[str, str], ...] = (
-    ("DRAIN_QUEUES_TOKEN", Scope.DRAIN),
-    ("CRON_SECRET", Scope.CRON),
-    ("CRON_TOKEN", Scope.DRAIN),
+ENV_TOKENS: tuple[tuple[str, str], ...] = tuple(
+    (variable, _ENV_SCOPES[variable]) for variable in ENV_TOKEN_VARIABLES
 )
-MIN_ENV_TOKEN_LENGTH = 16
 # Recognisable per scope, so secret scanners and people can spot a leaked one.
 TOKEN_PREFIXES = {Scope.DRAIN: "kaireon_drain_", Scope.CRON: "kaireon_cron_"}
 _DISPLAY_CHARS = 6
@@ -67,10 +71,11 @@ def authenticate(presented: str | None) -> Credential | None:
         return None
     wanted = digest(presented)
     matched: Credential | None = None
+    refused = refused_env_tokens()
     for variable, scope in ENV_TOKENS:
         value = getattr(settings, variable, "")
-        if len(value) < MIN_ENV_TOKEN_LENGTH:
-            value = ""  # refused at start by a system check; never accepted
+        if variable in refused:
+            value = ""  # refused at start (settings, check ops.E001); never accepted
         # Compare every source, even after a match: no early exit.
         candidate = digest(value) if value else secrets.token_bytes(32)
         if hmac.compare_digest(candidate, wanted) and value and matched is None:
@@ -126,17 +131,14 @@ def rotate(
     return row, token
 
 
-def env_token_problems() -> list[tuple[str, str]]:
-    """(variable, problem) for environment tokens that must not be accepted."""
-    problems = []
-    for variable, _ in ENV_TOKENS:
-        value = getattr(settings, variable, "")
-        if value and len(value) < MIN_ENV_TOKEN_LENGTH:
-            problems.append(
-                (
-                    variable,
-                    f"{variable} is {len(value)} characters long; cron tokens "
-                    f"must have at least {MIN_ENV_TOKEN_LENGTH}",
-                )
-            )
-    return problems
+def env_token_problems() -> list[tuple[tuple[str, ...], str]]:
+    """(variables, problem) for environment tokens that must not be accepted
+    (the rule is ops/cron/token_rules.py's, applied to the settings in force)."""
+    return token_rules.env_token_problems(
+        {variable: getattr(settings, variable, "") for variable in ENV_TOKEN_VARIABLES}
+    )
+
+
+def refused_env_tokens() -> set[str]:
+    """The environment token variables that are set but never accepted."""
+    return {variable for variables, _ in env_token_problems() for variable in variables}

@@ -3,9 +3,15 @@
 Each client's meter (ops/usage/redis_client.py) forwards every command to the process
 recorder below, tagged with the meter's source. The recorder keeps counts per
 (source, hour) in memory and adds them to CommandUsage rows in the database —
-never Redis — every METERING_FLUSH_INTERVAL_S from a background thread, at the
-end of each drain, and at normal process exit. Counting is an in-memory
-increment under a lock: negligible beside a network round trip.
+never Redis — every METERING_FLUSH_INTERVAL_S (default 5) from a background
+thread, at the end of each drain, and at normal process exit. Counting is an
+in-memory increment under a lock: negligible beside a network round trip.
+
+A process killed hard (SIGKILL, the OOM killer) runs no exit handler: it loses
+the counts of its last METERING_FLUSH_INTERVAL_S seconds at most, the window
+README.md documents. The database pays for that bound only while commands are
+being sent: a flush with nothing pending sends no query, one with counts one
+UPDATE per (source, hour) it holds, so at most one per interval per source.
 """
 
 from __future__ import annotations

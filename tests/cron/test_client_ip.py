@@ -5,7 +5,7 @@ import ipaddress
 import pytest
 from django.test import RequestFactory
 
-from ops.cron.client_ip import client_ip
+from ops.cron.client_ip import bucket, client_ip
 
 
 def request(remote: str = "10.0.0.5", xff: str | None = None):
@@ -68,3 +68,34 @@ def test_garbage_in_the_header_is_attributed_to_the_proxy_that_wrote_it(proxies)
 def test_ipv6_peers_work(proxies):
     proxies(networks="::1/128")
     assert client_ip(request("::1", "2001:db8::7")) == "2001:db8::7"
+
+
+def test_an_ipv4_mapped_peer_is_its_ipv4_address(proxies):
+    # What a dual-stack socket reports for an IPv4 client.
+    assert client_ip(request("::ffff:198.51.100.9")) == "198.51.100.9"
+
+
+def test_an_ipv4_mapped_proxy_is_trusted_by_its_ipv4_network(proxies):
+    proxies(networks="10.0.0.0/8")
+    assert client_ip(request("::ffff:10.0.0.5", "203.0.113.9")) == "203.0.113.9"
+    assert client_ip(request("10.0.0.5", "::ffff:203.0.113.9")) == "203.0.113.9"
+
+
+def test_ipv6_addresses_come_out_in_one_form(proxies):
+    assert client_ip(request("2001:DB8:0:0::7")) == "2001:db8::7"
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        ("203.0.113.9", "203.0.113.9"),
+        ("::ffff:203.0.113.9", "203.0.113.9"),
+        ("2001:db8:1:2:aaaa:bbbb:cccc:dddd", "2001:db8:1:2::"),
+        ("2001:db8:1:2::1", "2001:db8:1:2::"),
+        ("2001:db8:1:3::1", "2001:db8:1:3::"),
+        ("fe80::1%eth0", "fe80::"),
+        ("not-an-ip", "not-an-ip"),
+    ],
+)
+def test_a_throttle_counts_ipv4_by_address_and_ipv6_by_64(address, expected):
+    assert bucket(address) == expected

@@ -118,3 +118,42 @@ def test_behind_a_trusted_proxy_each_real_client_has_its_own_bucket(client, sett
     spoof = client.post(URL, HTTP_X_FORWARDED_FOR="9.9.9.9, 203.0.113.1")
     other = client.post(URL, HTTP_X_FORWARDED_FOR="203.0.113.2")
     assert (first.status_code, spoof.status_code, other.status_code) == (401, 429, 401)
+
+
+@pytest.mark.django_db
+def test_an_ipv4_client_and_its_ipv4_mapped_form_share_one_bucket(client, settings):
+    settings.CRON_RATE_LIMIT_PER_MINUTE = 2
+    codes = [
+        client.post(URL, REMOTE_ADDR=address).status_code
+        for address in ("203.0.113.9", "::ffff:203.0.113.9", "::ffff:cb00:7109")
+    ]
+    assert codes == [401, 401, 429]
+
+
+@pytest.mark.django_db
+def test_ipv6_clients_are_limited_per_64(client, settings):
+    settings.CRON_RATE_LIMIT_PER_MINUTE = 3
+    same_64 = [f"2001:db8:1:2::{i:x}" for i in range(1, 6)]
+    codes = [client.post(URL, REMOTE_ADDR=a).status_code for a in same_64]
+    assert codes == [401, 401, 401, 429, 429]
+    # The neighbouring /64 is another client.
+    assert client.post(URL, REMOTE_ADDR="2001:db8:1:3::1").status_code == 401
+
+
+@pytest.mark.django_db
+def test_behind_a_trusted_proxy_forwarded_ipv6_clients_are_limited_per_64(
+    client, settings
+):
+    settings.CRON_RATE_LIMIT_PER_MINUTE = 1
+    settings.TRUSTED_PROXY_HOPS = 1
+    first = client.post(URL, HTTP_X_FORWARDED_FOR="2001:db8:9:9::1")
+    same_64 = client.post(URL, HTTP_X_FORWARDED_FOR="2001:db8:9:9:ffff::2")
+    assert (first.status_code, same_64.status_code) == (401, 429)
+
+
+def test_rate_limit_keys_name_the_bucket_not_the_address():
+    assert ratelimit.bucket_key("drain_queues:::ffff:192.0.2.1") == (
+        "drain_queues:192.0.2.1"
+    )
+    assert ratelimit.bucket_key("drain_queues:2001:db8::7") == "drain_queues:2001:db8::"
+    assert ratelimit.bucket_key("k") == "k"

@@ -70,10 +70,32 @@ def test_the_fallback_chain_for_every_combination_of_variables(
             assert run.credential == f"env:{name}"
 
 
-def test_one_value_in_two_variables_is_credited_to_the_first_in_the_chain(settings):
+def test_one_value_in_two_variables_is_refused_in_both(settings, client):
+    # It used to be credited to the first in the chain: a CRON_SECRET equal to
+    # DRAIN_QUEUES_TOKEN got the drain scope and a 403 from the status endpoint.
     settings.DRAIN_QUEUES_TOKEN = settings.CRON_SECRET = VALUES["CRON_SECRET"]
+    settings.CRON_TOKEN = VALUES["CRON_TOKEN"]
+    errors = [m for m in run_checks() if m.id == "ops.E001"]
+    assert [e.msg for e in errors] == [
+        "DRAIN_QUEUES_TOKEN and CRON_SECRET have the same value; give each "
+        "variable its own token (one value cannot have two scopes)"
+    ]
+    assert tokens.authenticate(VALUES["CRON_SECRET"]) is None
+    assert tokens.authenticate(VALUES["CRON_TOKEN"]).source == "env:CRON_TOKEN"
+    status = client.get(STATUS_URL, HTTP_X_CRON_TOKEN=VALUES["CRON_SECRET"])
+    assert status.status_code == 401
+
+
+def test_an_env_token_with_surrounding_whitespace_is_refused_not_stripped(settings):
+    settings.DRAIN_QUEUES_TOKEN = VALUES["DRAIN_QUEUES_TOKEN"] + "\n"
+    settings.CRON_SECRET = " " + VALUES["CRON_SECRET"]
     settings.CRON_TOKEN = ""
-    assert tokens.authenticate(VALUES["CRON_SECRET"]).source == "env:DRAIN_QUEUES_TOKEN"
+    errors = [m for m in run_checks() if m.id == "ops.E001"]
+    named = [e.msg.split(" ")[0] for e in errors]
+    assert named == ["DRAIN_QUEUES_TOKEN", "CRON_SECRET"]
+    assert "whitespace" in errors[0].msg
+    for value in (*VALUES.values(), settings.DRAIN_QUEUES_TOKEN, settings.CRON_SECRET):
+        assert tokens.authenticate(value) is None
 
 
 def test_short_env_tokens_are_a_system_check_error_naming_the_variable(settings):

@@ -91,11 +91,12 @@ class EnvCredential:
 
 def environment_credentials() -> list[EnvCredential]:
     found = []
+    refused = tokens.refused_env_tokens()
     for position, (variable, scope) in enumerate(tokens.ENV_TOKENS, start=1):
         value = getattr(settings, variable, "")
         if not value:
             status = "not set"
-        elif len(value) < tokens.MIN_ENV_TOKEN_LENGTH:
+        elif variable in refused:
             status = "refused"  # as tokens.authenticate does (and check ops.E001)
         else:
             status = "set"

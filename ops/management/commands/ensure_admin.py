@@ -4,6 +4,7 @@ import secrets
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.password_validation import validate_password
 from django.core.management.base import BaseCommand, CommandParser
 
 
@@ -21,7 +22,11 @@ class Command(BaseCommand):
         if User.objects.filter(is_superuser=True).exists():
             self.stdout.write("admin account: exists (unchanged)")
             return
-        password = secrets.token_urlsafe(18)
+        password = secrets.token_urlsafe(18)  # 144 bits, 24 characters
+        user = User(username=opts["username"], email="")
+        # create_superuser does not run AUTH_PASSWORD_VALIDATORS: the password
+        # printed must be one the admin's own "change password" would accept.
+        validate_password(password, user)
         User.objects.create_superuser(
             username=opts["username"], email="", password=password
         )
