@@ -32,8 +32,8 @@ from ops.models import CommandUsage, DrainRun, Source, WorkerProcess
 BENCH_IDLE_TICK = 1.0
 BENCH_IDLE_TICK_NOTE = "benchmark: 1 EXISTS per idle tick (docs/benchmarks.md §1)"
 # One job on the drain path, by executor (DRAIN_EXECUTOR).
-# lean (docs/benchmarks.md, run of 2026-11-30): 8,175 billed for 2,000 jobs in
-# one drain = 4.088 a job (HSET + XADD + 2 EXPIRE, and a claim per batch of up
+# lean (docs/benchmarks.md, run of 2026-11-30): 8,160 billed for 2,000 jobs in
+# one drain = 4.08 a job (HSET + XADD + 2 EXPIRE, and a claim per batch of up
 # to 100). Its fixed part per drain with work, beyond the idle check, is 19
 # (tests/engine/test_drain_engine.py: a drain with one job costs exactly 24 =
 # 1 + 19 + 4): the look (the lists' depths, the due scheduled ids, one EXISTS
@@ -43,9 +43,9 @@ BENCH_IDLE_TICK_NOTE = "benchmark: 1 EXISTS per idle tick (docs/benchmarks.md §
 # fixed, i.e. 52 beyond the idle check).
 # At cron batch sizes of a job or two the fixed part is as big as the jobs, so
 # the advisor counts it per busy drain, not per job.
-BENCH_PER_JOB = {"lean": 4.088, "rq": 52.0}
+BENCH_PER_JOB = {"lean": 4.08, "rq": 52.0}
 BENCH_PER_JOB_NOTE = {
-    "lean": "benchmark: lean executor, 4.088 per job (docs/benchmarks.md)",
+    "lean": "benchmark: lean executor, 4.08 per job (docs/benchmarks.md)",
     "rq": "benchmark: RQ job life cycle, 52 per job (docs/benchmarks.md)",
 }
 BENCH_BUSY_DRAIN_OVERHEAD = {"lean": 19.0, "rq": 52.0}

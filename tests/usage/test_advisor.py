@@ -356,7 +356,7 @@ def test_jobs_run_by_always_on_workers_count_in_the_job_volume(db):
 def test_the_lean_executors_figures_are_the_default(db, settings):
     settings.DRAIN_EXECUTOR = "lean"
     costs = advisor.measured_costs()
-    assert (costs.per_job.value, costs.per_job.measured) == (4.088, False)
+    assert (costs.per_job.value, costs.per_job.measured) == (4.08, False)
     assert costs.busy_drain_overhead.value == 19
     assert costs.always_on_per_job.value == 14
     assert costs.always_on_idle_per_minute.value == pytest.approx(13 / 60)
