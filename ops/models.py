@@ -37,7 +37,25 @@ class Queue(models.Model):
 
 
 class DrainRun(models.Model):
-    """One drain: who asked, with which options, and what it did."""
+    """One drain: who asked, with which options, and what it did.
+
+    Its status, once finished (ops/engine/drain.py decides it, in this order):
+
+    - `failed`: the drain itself did not finish its work (Redis unreachable,
+      the quota, an internal error, an interruption); `error_code` says why.
+    - `with_failures`: the drain ran, and at least one job it ran failed or
+      crashed (`total_failed > 0`: a job that raised, timed out, failed an
+      attempt its Retry requeued, or whose worker process died or was killed
+      at the hard deadline — that job is recorded as abandoned with the reason).
+      Failed jobs win over the deadline: a run that also stopped at its time
+      budget with jobs left is `with_failures` too, and says so in
+      `deadline_hit` (the endpoint's `deadlineHit`) and the per-queue
+      `remaining` counts.
+    - `deadline`: no job failed, but the time budget ran out with jobs left.
+    - `succeeded`: every job it ran ended well (or there was nothing to do).
+    - `skipped`: another drain held the lease; this one did nothing.
+    - `abandoned`: its process died while it ran (set by the next drain).
+    """
 
     class Trigger(models.TextChoices):
         CRON = "cron", "Cron endpoint"
@@ -48,6 +66,7 @@ class DrainRun(models.Model):
     class Status(models.TextChoices):
         RUNNING = "running", "Running"
         SUCCEEDED = "succeeded", "Succeeded"
+        WITH_FAILURES = "with_failures", "Finished with failed jobs"
         DEADLINE = "deadline", "Stopped at the time budget"
         FAILED = "failed", "Failed"
         SKIPPED = "skipped", "Skipped (another drain was running)"
@@ -230,6 +249,9 @@ class JobRecord(models.Model):
         ordering = ["-id"]
         verbose_name = "job record"
         verbose_name_plural = "job records"
+        # Requeueing and deleting RQ jobs from the console (the queue's job
+        # pages); looking at them needs only ops.view_queue.
+        permissions = [("manage_jobs", "Can requeue and delete jobs")]
         indexes = [
             # A run's jobs in order (the run page); rows without a run (the
             # retention prune looks them up by run IS NULL).

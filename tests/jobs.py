@@ -149,3 +149,10 @@ def observe_while_running(path: str) -> str:
         },
     )
     return job.id
+
+
+def fail_until(path: str) -> str:
+    """Fails until the file exists: a job an operator fixes, then requeues."""
+    if not Path(path).exists():
+        raise RuntimeError(f"waiting for {path}")
+    return "fixed"

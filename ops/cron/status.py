@@ -23,9 +23,15 @@ def cron_status() -> dict[str, Any]:
     queue that has queued jobs (the alarm's backlog age: LINDEX, HGET), nothing
     else. Also records an alarm state change and sends its notification."""
     last = DrainRun.objects.exclude(status=DrainRun.Status.SKIPPED).first()
+    # The drain did its work, whatever its jobs did: failed jobs are not a
+    # drain that did not run.
     last_ok = (
         DrainRun.objects.filter(
-            status__in=[DrainRun.Status.SUCCEEDED, DrainRun.Status.DEADLINE]
+            status__in=[
+                DrainRun.Status.SUCCEEDED,
+                DrainRun.Status.WITH_FAILURES,
+                DrainRun.Status.DEADLINE,
+            ]
         )
         .values_list("finished", flat=True)
         .first()

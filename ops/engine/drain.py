@@ -186,7 +186,11 @@ def drain(
         if outcome.errors:
             error = "; ".join(outcome.errors)
         left = sum(t.remaining for t in outcome.tallies.values())
-        if outcome.deadline_hit and left:
+        # Failed or crashed jobs win over the deadline (DrainRun's docstring):
+        # `deadline_hit` and the `remaining` counts still say it stopped early.
+        if any(t.failed for t in outcome.tallies.values()):
+            status = DrainRun.Status.WITH_FAILURES
+        elif outcome.deadline_hit and left:
             status = DrainRun.Status.DEADLINE
     try:
         run.finish(

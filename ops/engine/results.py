@@ -57,12 +57,15 @@ def drain_answer(run: DrainRun) -> tuple[int, dict[str, Any]]:
     return _STATUS_FOR_ERROR.get(run.error_code, 200), result
 
 
-def summary_line(run: DrainRun) -> str:
-    """One line for a terminal or a log."""
+def summary_line(run: DrainRun, *, label: bool = False) -> str:
+    """One line for a terminal or a log, starting with the status's code
+    (`with_failures: 34 processed, 6 failed, ...`); `label`: with its label
+    instead, for people (`Finished with failed jobs: 34 processed, ...`)."""
     if run.status == DrainRun.Status.SKIPPED:
         return f"skipped: drain {run.blocked_by} is running"
+    status = run.get_status_display() if label else run.status
     line = (
-        f"{run.status}: {run.total_processed} processed, {run.total_failed} failed, "
+        f"{status}: {run.total_processed} processed, {run.total_failed} failed, "
         f"{sum(r.get('remaining', 0) for r in run.queue_results.values())} left, "
         f"{run.duration_ms} ms, {run.redis_commands} Redis commands"
     )

@@ -48,9 +48,15 @@ LIVE_WORKER_WINDOW = timedelta(minutes=10)
 RECENT_DRAINS = 10
 
 # Finished drains that prove something about the queues. Skipped drains never
-# looked; running ones have not finished looking.
+# looked; running ones have not finished looking. A run with failed jobs ran
+# jobs: it is never empty, it breaks the streak.
 EMPTY_STATUSES = (DrainRun.Status.SUCCEEDED, DrainRun.Status.DEADLINE)
-FINISHED_STATUSES = (*EMPTY_STATUSES, DrainRun.Status.FAILED, DrainRun.Status.ABANDONED)
+FINISHED_STATUSES = (
+    *EMPTY_STATUSES,
+    DrainRun.Status.WITH_FAILURES,
+    DrainRun.Status.FAILED,
+    DrainRun.Status.ABANDONED,
+)
 
 
 def deferred_key(name: str) -> str:

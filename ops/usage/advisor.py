@@ -232,9 +232,14 @@ def measured_costs(now: datetime | None = None) -> Costs:
     now = now or timezone.now()
     executor = settings.DRAIN_EXECUTOR
     idle = Q(status=DrainRun.Status.SUCCEEDED, total_processed=0)
-    # A drain stopped at its deadline still did (and paid for) its jobs.
+    # A drain stopped at its deadline, or whose jobs failed, still did (and
+    # paid for) its jobs.
     busy = Q(
-        status__in=[DrainRun.Status.SUCCEEDED, DrainRun.Status.DEADLINE],
+        status__in=[
+            DrainRun.Status.SUCCEEDED,
+            DrainRun.Status.WITH_FAILURES,
+            DrainRun.Status.DEADLINE,
+        ],
         total_processed__gt=0,
     )
     agg = DrainRun.objects.filter(

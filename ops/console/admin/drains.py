@@ -17,7 +17,7 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
@@ -27,6 +27,7 @@ from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
 from ops.console.admin.common import (
+    JOB_STATUS_COLOURS,
     LINE_BREAK,
     STATUS_COLOURS,
     can_drain,
@@ -36,11 +37,12 @@ from ops.engine.drain_options import DrainOptionError, parse_options
 from ops.engine.lease import DRAIN_LEASE
 from ops.engine.results import summary_line
 from ops.inspection.queue_stats import COMMANDS_PER_QUEUE, QueueDepth, queue_depths
-from ops.models import DrainRun, Lease, Queue
+from ops.models import DrainRun, JobRecord, Lease, Queue
 from ops.queues import enabled_queue_names
 
 MESSAGE_LEVELS = {
     DrainRun.Status.SUCCEEDED: messages.SUCCESS,
+    DrainRun.Status.WITH_FAILURES: messages.WARNING,
     DrainRun.Status.DEADLINE: messages.WARNING,
     DrainRun.Status.SKIPPED: messages.WARNING,
 }
@@ -68,7 +70,8 @@ def _run_link(run_pk: int | None, label: object) -> SafeString:
 
 
 def _depth_cell(field_name: str, description: str, alert: bool = False) -> Any:
-    """A list column reading the depth the change list fetched for the page."""
+    """A list column reading the depth the change list fetched for the page,
+    linked to the page of those jobs (ops/console/admin/queue_jobs.py)."""
 
     @admin.display(description=description)
     def cell(model_admin: QueueAdmin, obj: Queue) -> SafeString:
@@ -76,9 +79,23 @@ def _depth_cell(field_name: str, description: str, alert: bool = False) -> Any:
         if depth is None:
             return UNKNOWN
         value = getattr(depth, field_name)
+        url = reverse("admin:ops_queue_jobs", args=[obj.pk, field_name])
         if alert and value:
-            return format_html('<strong class="ops-alert">{}</strong>', value)
-        return format_html("{}", value)
+            return format_html(
+                '<a href="{}" title="the {} jobs of {}">'
+                '<strong class="ops-alert">{}</strong></a>',
+                url,
+                field_name,
+                obj.name,
+                value,
+            )
+        return format_html(
+            '<a href="{}" title="the {} jobs of {}">{}</a>',
+            url,
+            field_name,
+            obj.name,
+            value,
+        )
 
     cell.__name__ = f"{field_name}_depth"
     return cell
@@ -188,6 +205,52 @@ class DrainForm(forms.Form):
         self.add_error(self.FIELDS.get(exc.field), exc.message)
 
 
+# The run page lists this many of the run's jobs (in the order they ended) and
+# links to the job records list for all of them; the Problems section names
+# this many crashed jobs.
+RUN_JOBS_SHOWN = 200
+CRASHED_JOBS_SHOWN = 20
+
+
+def _run_jobs_url(run: DrainRun, status: str = "") -> str:
+    """The job records list filtered to this run (and one outcome)."""
+    url = f"{reverse('admin:ops_jobrecord_changelist')}?run={run.pk}"
+    return f"{url}&status__exact={status}" if status else url
+
+
+def _run_jobs_context(request: HttpRequest, run: DrainRun) -> dict[str, Any]:
+    """The run page's jobs table: its job records, from the database only
+    (2 queries: the outcome counts, the first RUN_JOBS_SHOWN rows)."""
+    if not request.user.has_perm("ops.view_jobrecord"):
+        return {"run_jobs_visible": False}
+    all_url = _run_jobs_url(run)
+    # order_by(): the model's ordering would otherwise join the GROUP BY.
+    counts = {
+        row["status"]: row["n"]
+        for row in run.jobs.order_by().values("status").annotate(n=Count("pk"))
+    }
+    outcomes = [
+        {
+            "label": status.value,
+            "count": counts[status.value],
+            "url": _run_jobs_url(run, status.value),
+        }
+        for status in JobRecord.Status
+        if counts.get(status.value)
+    ]
+    rows = [
+        {"job": job, "colour": JOB_STATUS_COLOURS.get(job.status, "#6b7280")}
+        for job in run.jobs.order_by("id")[:RUN_JOBS_SHOWN]
+    ]
+    return {
+        "run_jobs_visible": True,
+        "run_jobs": rows,
+        "run_jobs_total": sum(counts.values()),
+        "run_job_outcomes": outcomes,
+        "run_jobs_url": all_url,
+    }
+
+
 def _default_options(enabled: list[str]) -> dict[str, Any]:
     """What the form starts with: the defaults parse_options would apply."""
     return {
@@ -212,7 +275,9 @@ class DrainRunAdmin(admin.ModelAdmin):
         "commands",
         "deadline",
     )
-    list_filter = ("status", "trigger", "started")
+    # "deadline hit" finds the runs stopped at their time budget whatever their
+    # status (failed jobs win over the deadline: DrainRun's docstring).
+    list_filter = ("status", "trigger", "deadline_hit", "started")
     date_hierarchy = "started"
     list_select_related = ("requested_by",)
     # The table grows by a row per cron tick: no COUNT(*) of it on every page.
@@ -249,7 +314,10 @@ class DrainRunAdmin(admin.ModelAdmin):
             },
         ),
         ("Options", {"fields": ("params_json", "clamped_info")}),
-        ("Problems", {"fields": ("error_code", "error", "blocked_by_link")}),
+        (
+            "Problems",
+            {"fields": ("error_code", "error", "crashed_jobs", "blocked_by_link")},
+        ),
         (
             "Internals",
             {"classes": ("collapse",), "fields": ("worker_prefix", "lease_expires")},
@@ -275,6 +343,7 @@ class DrainRunAdmin(admin.ModelAdmin):
         "clamped_info",
         "error_code",
         "error",
+        "crashed_jobs",
         "blocked_by_link",
         "worker_prefix",
         "lease_expires",
@@ -398,6 +467,33 @@ class DrainRunAdmin(admin.ModelAdmin):
             ),
         )
 
+    @admin.display(description="crashed jobs")
+    def crashed_jobs(self, obj: DrainRun) -> SafeString:
+        """Jobs this run failed as abandoned (their worker process died or was
+        killed at the hard deadline), with the reason. Database only."""
+        crashed = list(
+            obj.jobs.filter(status=JobRecord.Status.ABANDONED)
+            .order_by("id")
+            .values_list("job_id", "queue", "exc_message")[: CRASHED_JOBS_SHOWN + 1]
+        )
+        if not crashed:
+            return self.get_empty_value_display()
+        lines = format_html_join(
+            LINE_BREAK,
+            "job <code>{}</code> on {}: {}",
+            (
+                (job_id, queue, message or "its worker died")
+                for job_id, queue, message in crashed[:CRASHED_JOBS_SHOWN]
+            ),
+        )
+        if len(crashed) > CRASHED_JOBS_SHOWN:
+            more = format_html(
+                '… and more: <a href="{}">every crashed job of this run</a>',
+                _run_jobs_url(obj, JobRecord.Status.ABANDONED.value),
+            )
+            return format_html("{}{}{}", lines, LINE_BREAK, more)
+        return lines
+
     @admin.display(description="blocked by")
     def blocked_by_link(self, obj: DrainRun) -> SafeString:
         if obj.blocked_by is None:
@@ -413,6 +509,19 @@ class DrainRunAdmin(admin.ModelAdmin):
         return super().changelist_view(
             request, {**(extra_context or {}), **_drain_links(request)}
         )
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: DrainRun | None = None,
+    ) -> HttpResponse:
+        if obj is not None:
+            context.update(_run_jobs_context(request, obj))
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     def get_urls(self) -> list[URLPattern]:
         # Before the defaults: "<path:object_id>/" would swallow "drain/".
@@ -450,7 +559,7 @@ class DrainRunAdmin(admin.ModelAdmin):
                     )
                     self.message_user(
                         request,
-                        summary_line(run),
+                        summary_line(run, label=True),
                         MESSAGE_LEVELS.get(run.status, messages.ERROR),
                     )
                     if self.has_view_permission(request, run):

@@ -3,7 +3,8 @@
 Database only: the list and its filters cost no Redis command. The table grows
 by a row per job, so the list counts nothing it does not have to (no full
 result count) and the queue filter offers the Queue rows, never a DISTINCT
-over every record.
+over every record. `?run=<pk>` lists one drain run's jobs (the run page's
+"all N jobs of this run").
 """
 
 from __future__ import annotations
@@ -19,16 +20,8 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
-from ops.models import JobRecord, Queue
-
-# The run-status palette (common.STATUS_COLOURS) applied to jobs.
-JOB_STATUS_COLOURS = {
-    JobRecord.Status.FINISHED: "#15803d",
-    JobRecord.Status.FAILED: "#b91c1c",
-    JobRecord.Status.RETRIED: "#b45309",
-    JobRecord.Status.ABANDONED: "#7c2d12",
-    JobRecord.Status.REQUEUED: "#6b7280",
-}
+from ops.console.admin.common import JOB_STATUS_COLOURS
+from ops.models import DrainRun, JobRecord, Queue
 
 
 class QueueFilter(admin.SimpleListFilter):
@@ -48,6 +41,46 @@ class QueueFilter(admin.SimpleListFilter):
         return queryset.filter(queue=value) if value else queryset
 
 
+def _run_pk(value: str | None) -> int | None:
+    """The run's primary key in `?run=`, None for anything that is not one."""
+    if value and value.isascii() and value.isdigit() and len(value) <= 18:
+        return int(value)
+    return None
+
+
+class RunFilter(admin.SimpleListFilter):
+    """`?run=<pk>`: the jobs of one drain run (the run page links here). No
+    choices of its own (one per run would be a list as long as the history):
+    it shows only while a run is chosen, naming it."""
+
+    title = "drain run"
+    parameter_name = "run"
+
+    def lookups(
+        self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]
+    ) -> list[tuple[str, str]]:
+        # Only a filter with a choice filters the list: a bad value gets one
+        # too, so that it shows no jobs rather than all of them.
+        value, pk = self.value(), _run_pk(self.value())
+        if value is None:
+            return []
+        if pk is None:
+            return [(value, "no such run")]
+        run = DrainRun.objects.filter(pk=pk).first()
+        if run is None:
+            return [(value, f"run #{pk} (no longer recorded)")]
+        started = timezone.localtime(run.started).strftime("%Y-%m-%d %H:%M:%S")
+        return [(value, f"{started} ({run.status})")]
+
+    def queryset(
+        self, request: HttpRequest, queryset: QuerySet[JobRecord]
+    ) -> QuerySet[JobRecord]:
+        if self.value() is None:
+            return queryset
+        pk = _run_pk(self.value())
+        return queryset.none() if pk is None else queryset.filter(run_id=pk)
+
+
 @admin.register(JobRecord)
 class JobRecordAdmin(admin.ModelAdmin):
     list_display = (
@@ -60,7 +93,7 @@ class JobRecordAdmin(admin.ModelAdmin):
         "exception",
         "run_link",
     )
-    list_filter = ("status", QueueFilter)
+    list_filter = ("status", QueueFilter, RunFilter)
     search_fields = ("job_id", "func", "exc_message")
     list_select_related = ("run",)
     # A row per job: no COUNT(*) of the whole table on every page.

@@ -1,0 +1,407 @@
+"""The admin's job pages of a queue (ops/console/admin/queue_jobs.py): lists per
+state, one job, requeue and delete behind a confirmation, and the links to
+them from the queue list and the queue page."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import rq
+from django.contrib.admin.models import CHANGE, LogEntry
+from django.contrib.auth.models import Permission, User
+from django.test import Client
+from rq.job import Job, JobStatus
+from rq.worker import SimpleWorker
+
+from ops import jobs as canary
+from ops.engine.claims import claim_key
+from ops.inspection import jobs as service
+from ops.models import DrainRun, JobRecord, Queue
+
+pytestmark = pytest.mark.django_db
+
+QUEUE = "batch-jobs"
+
+
+def staff_client(username: str, *codenames: str, csrf: bool = False) -> Client:
+    user = User.objects.create_user(username, password="pw", is_staff=True)
+    user.user_permissions.add(
+        *Permission.objects.filter(
+            content_type__app_label="ops", codename__in=codenames
+        )
+    )
+    client = Client(enforce_csrf_checks=csrf)
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def viewer() -> Client:
+    return staff_client("viewer", "view_queue")
+
+
+@pytest.fixture
+def manager() -> Client:
+    return staff_client("manager", "view_queue", "manage_jobs", "view_drainrun")
+
+
+@pytest.fixture
+def queue() -> Queue:
+    return Queue.objects.get(name=QUEUE)
+
+
+def list_url(queue: Queue, state: str) -> str:
+    return f"/admin/ops/queue/{queue.pk}/jobs/{state}/"
+
+
+def job_url(queue: Queue, job_id: str) -> str:
+    return f"/admin/ops/queue/{queue.pk}/job/{job_id}/"
+
+
+def action_url(queue: Queue, state: str, action: str) -> str:
+    return f"/admin/ops/queue/{queue.pk}/jobs/{state}/{action}/"
+
+
+def footer_cost(html: str) -> int:
+    match = re.search(r'id="ops-page-cost"[^>]*>This page spent (\d+) Redis', html)
+    assert match, "no page-cost footer"
+    return int(match.group(1))
+
+
+def failed(raw, n: int, queue: str = QUEUE) -> list[str]:
+    q = rq.Queue(queue, connection=raw)
+    ids = [q.enqueue(canary.fail).id for _ in range(n)]
+    SimpleWorker([q], connection=raw).work(burst=True)
+    return ids
+
+
+def flash(response) -> list[str]:
+    return [str(m) for m in response.wsgi_request._messages]
+
+
+# --- Links --------------------------------------------------------------------
+
+
+def test_the_queue_lists_depths_link_to_the_job_pages(admin_client, raw_redis, queue):
+    failed(raw_redis, 2)
+
+    html = admin_client.get("/admin/ops/queue/").content.decode()
+
+    for state in ("queued", "scheduled", "started", "failed"):
+        assert f'href="{list_url(queue, state)}"' in html
+    assert re.search(
+        rf'<a href="{list_url(queue, "failed")}"[^>]*><strong class="ops-alert">2<',
+        html,
+    )
+
+
+def test_the_queue_page_shows_its_jobs_per_state_with_links(
+    admin_client, raw_redis, queue, wire
+):
+    failed(raw_redis, 2)
+    rq.Queue(QUEUE, connection=raw_redis).enqueue(canary.noop)
+    wire.reset()
+
+    response = admin_client.get(f"/admin/ops/queue/{queue.pk}/change/")
+
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert 'id="ops-queue-jobs"' in html
+    assert f'href="{list_url(queue, "queued")}">Queued: 1<' in html
+    failed_link = rf'href="{list_url(queue, "failed")}">Failed: <strong[^>]*>2<'
+    assert re.search(failed_link, html)
+    assert footer_cost(html) == wire.billed() == service.COUNT_COMMANDS
+    # Saving the form reads nothing from Redis.
+    wire.reset()
+    admin_client.post(
+        f"/admin/ops/queue/{queue.pk}/change/",
+        {"name": QUEUE, "enabled": "on", "priority": 10, "description": ""},
+    )
+    assert wire.billed() == 0
+
+
+# --- Lists --------------------------------------------------------------------
+
+
+def test_the_failed_list_shows_each_job_with_its_exception_and_cost(
+    viewer, raw_redis, queue, wire
+):
+    ids = failed(raw_redis, 3)
+    wire.reset()
+
+    response = viewer.get(list_url(queue, "failed"))
+
+    html = response.content.decode()
+    assert response.status_code == 200
+    for job_id in ids:
+        assert f'href="{job_url(queue, job_id)}"' in html
+    assert html.count("ops.jobs.CanaryFailure") == 3
+    assert "canary job failed on purpose" in html
+    assert "3 failed jobs on batch-jobs" in html
+    assert footer_cost(html) == wire.billed() == service.page_cost("failed", 3) == 5
+    # A viewer gets no action: no checkbox, no button.
+    assert 'name="job"' not in html
+    assert "Requeue" not in html
+
+
+@pytest.mark.parametrize("state", list(service.STATES))
+def test_every_state_page_says_what_it_cost(
+    admin_client, raw_redis, queue, wire, state
+):
+    failed(raw_redis, 1)
+    rq.Queue(QUEUE, connection=raw_redis).enqueue(canary.noop)
+    wire.reset()
+
+    html = admin_client.get(list_url(queue, state)).content.decode()
+
+    shown = html.count('<input type="checkbox" name="job"')
+    assert footer_cost(html) == wire.billed() == service.page_cost(state, shown)
+
+
+def test_pages_of_a_long_list(admin_client, raw_redis, queue):
+    q = rq.Queue(QUEUE, connection=raw_redis)
+    ids = [q.enqueue(canary.noop).id for _ in range(30)]
+
+    first = admin_client.get(list_url(queue, "queued")).content.decode()
+    second = admin_client.get(list_url(queue, "queued") + "?page=2").content.decode()
+    beyond = admin_client.get(list_url(queue, "queued") + "?page=9")
+
+    assert ids[0] in first and ids[24] in first and ids[25] not in first
+    assert ids[25] in second and ids[0] not in second
+    assert 'href="?page=2"' in first or "page=2" in first
+    assert beyond.status_code == 200
+    assert "There is no page 9" in beyond.content.decode()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/admin/ops/queue/999999/jobs/failed/",
+        "/admin/ops/queue/{pk}/jobs/nope/",
+        "/admin/ops/queue/{pk}/jobs/failed/?page=abc",
+        "/admin/ops/queue/{pk}/jobs/failed/?page=0",
+        "/admin/ops/queue/{pk}/jobs/failed/explode/",
+        "/admin/ops/queue/{pk}/jobs/started/delete/?job=x",
+        "/admin/ops/queue/{pk}/jobs/queued/requeue/?job=x",
+        "/admin/ops/queue/{pk}/job/no-such-job/",
+        "/admin/ops/queue/{pk}/job/%20/",
+    ],
+)
+def test_bad_input_is_a_404_never_a_500(admin_client, queue, url):
+    response = admin_client.get(url.format(pk=queue.pk))
+    assert response.status_code == 404
+
+
+def test_redis_down_is_a_message_on_the_page(admin_client, queue, settings):
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+
+    listing = admin_client.get(list_url(queue, "failed"))
+    one = admin_client.get(job_url(queue, "abc"))
+
+    assert listing.status_code == one.status_code == 200
+    assert "Redis could not be read" in listing.content.decode()
+    assert "Redis could not be read" in one.content.decode()
+
+
+# --- One job ------------------------------------------------------------------
+
+
+def test_a_failed_job_shows_its_traceback_and_the_run_that_failed_it(
+    manager, raw_redis, queue, wire
+):
+    (job_id,) = failed(raw_redis, 1)
+    run = DrainRun.objects.create(trigger=DrainRun.Trigger.CRON)
+    JobRecord.objects.create(
+        job_id=job_id,
+        queue=QUEUE,
+        status=JobRecord.Status.FAILED,
+        exc_type="CanaryFailure",
+        exc_message="canary job failed on purpose",
+        run=run,
+    )
+    wire.reset()
+
+    response = manager.get(job_url(queue, job_id))
+
+    html = response.content.decode()
+    assert response.status_code == 200
+    traceback = re.search(r'<pre class="ops-traceback"[^>]*>(.*?)</pre>', html, re.S)
+    assert traceback and "Traceback (most recent call last)" in traceback.group(1)
+    assert "ops.jobs.CanaryFailure: canary job failed on purpose" in traceback.group(1)
+    assert '<pre class="ops-value" id="ops-args">()</pre>' in html
+    assert f'href="/admin/ops/drainrun/{run.pk}/change/"' in html
+    assert f"{action_url(queue, 'failed', 'requeue')}?job={job_id}" in html
+    assert f"{action_url(queue, 'failed', 'delete')}?job={job_id}" in html
+    assert footer_cost(html) == wire.billed() == 2
+
+
+def test_a_job_gone_from_redis_is_a_404_that_still_shows_its_records(
+    admin_client, queue
+):
+    JobRecord.objects.create(job_id="gone-job", queue=QUEUE, status="failed")
+
+    response = admin_client.get(job_url(queue, "gone-job"))
+
+    assert response.status_code == 404
+    html = response.content.decode()
+    assert "Redis holds no job gone-job" in html
+    assert 'id="ops-job-records"' in html
+
+
+def test_a_job_of_another_queue_offers_no_action_here(manager, raw_redis, queue):
+    (job_id,) = failed(raw_redis, 1, queue="dsar-jobs")
+
+    html = manager.get(job_url(queue, job_id)).content.decode()
+
+    assert "belongs to queue dsar-jobs" in html
+    assert "requeue/?job=" not in html
+
+
+# --- Permissions --------------------------------------------------------------
+
+
+def test_a_viewer_sees_the_pages_but_cannot_act(viewer, raw_redis, queue):
+    (job_id,) = failed(raw_redis, 1)
+
+    assert viewer.get(list_url(queue, "failed")).status_code == 200
+    assert viewer.get(job_url(queue, job_id)).status_code == 200
+    for action in ("requeue", "delete"):
+        url = action_url(queue, "failed", action)
+        assert viewer.get(url, {"job": job_id}).status_code == 403
+        assert viewer.post(url, {"job": job_id}).status_code == 403
+    assert Job.fetch(job_id, connection=raw_redis).get_status() == JobStatus.FAILED
+
+
+def test_without_view_permission_nothing_is_shown(raw_redis, queue):
+    (job_id,) = failed(raw_redis, 1)
+    nobody = staff_client("nobody", "manage_jobs")
+
+    assert nobody.get(list_url(queue, "failed")).status_code == 403
+    assert nobody.get(job_url(queue, job_id)).status_code == 403
+    response = nobody.post(action_url(queue, "failed", "requeue"), {"job": job_id})
+    assert response.status_code == 403
+
+
+# --- Acting -------------------------------------------------------------------
+
+
+def test_the_confirmation_says_which_jobs_and_what_it_costs_and_does_nothing(
+    manager, raw_redis, queue, wire
+):
+    ids = failed(raw_redis, 2)
+    wire.reset()
+
+    response = manager.get(action_url(queue, "failed", "requeue"), {"job": ids})
+
+    html = response.content.decode()
+    assert response.status_code == 200
+    for job_id in ids:
+        assert f'<input type="hidden" name="job" value="{job_id}">' in html
+    assert "This costs at most 9 Redis commands" in html
+    assert 'name="csrfmiddlewaretoken"' in html
+    # Looking sent nothing to Redis and changed nothing.
+    assert footer_cost(html) == wire.billed() == 0
+    assert raw_redis.zcard("rq:failed:batch-jobs") == 2
+    assert not LogEntry.objects.exists()
+
+
+def test_the_all_confirmation_counts_with_one_command(manager, raw_redis, queue, wire):
+    failed(raw_redis, 3)
+    wire.reset()
+
+    html = manager.get(
+        action_url(queue, "failed", "delete"), {"all": "1"}
+    ).content.decode()
+
+    assert "Delete all 3 failed jobs of batch-jobs" in " ".join(html.split())
+    assert f"at most {2 * 3 + 1 + 2} Redis commands" in html
+    assert footer_cost(html) == wire.billed() == 1
+    assert raw_redis.zcard("rq:failed:batch-jobs") == 3
+
+
+def test_requeue_acts_on_post_records_it_and_says_what_it_cost(
+    manager, raw_redis, queue, wire
+):
+    ids = failed(raw_redis, 3)
+    wire.reset()
+
+    response = manager.post(
+        action_url(queue, "failed", "requeue"), {"job": ids[:2]}, follow=True
+    )
+
+    assert response.redirect_chain[0][0] == list_url(queue, "failed")
+    assert [i.decode() for i in raw_redis.lrange("rq:queue:batch-jobs", 0, -1)] == ids[
+        :2
+    ]
+    assert raw_redis.zrange("rq:failed:batch-jobs", 0, -1) == [ids[2].encode()]
+    (message,) = [m for m in flash(response) if m.startswith("Requeued")]
+    assert "Requeued 2 failed jobs of batch-jobs" in message
+    assert "This cost 9 Redis commands" in message
+    entry = LogEntry.objects.get()
+    assert entry.action_flag == CHANGE
+    assert entry.object_id == str(queue.pk)
+    assert entry.user.username == "manager"
+    assert ids[0] in entry.change_message and ids[1] in entry.change_message
+    assert ids[2] not in entry.change_message
+
+
+def test_a_job_a_running_drain_claimed_is_left_alone_and_named(
+    manager, raw_redis, queue
+):
+    ids = failed(raw_redis, 2)
+    run = DrainRun.objects.create(
+        trigger=DrainRun.Trigger.CRON, worker_prefix="kdrain.t.", params={}
+    )
+    raw_redis.rpush(claim_key(f"{run.worker_prefix}{QUEUE}"), ids[0])
+
+    confirm = manager.get(action_url(queue, "failed", "requeue"), {"job": ids})
+    response = manager.post(
+        action_url(queue, "failed", "requeue"), {"job": ids}, follow=True
+    )
+
+    # The confirmation prices the claim list in.
+    assert "at most 10 Redis commands" in confirm.content.decode()
+    (message,) = flash(response)
+    assert f"Left alone: {ids[0]} (a drain or worker has claimed it" in message
+    assert Job.fetch(ids[0], connection=raw_redis).get_status() == JobStatus.FAILED
+    assert Job.fetch(ids[1], connection=raw_redis).get_status() == JobStatus.QUEUED
+
+
+def test_delete_all_queued_jobs(manager, raw_redis, queue):
+    q = rq.Queue(QUEUE, connection=raw_redis)
+    ids = [q.enqueue(canary.noop).id for _ in range(3)]
+
+    response = manager.post(
+        action_url(queue, "queued", "delete"), {"all": "1"}, follow=True
+    )
+
+    assert raw_redis.llen("rq:queue:batch-jobs") == 0
+    assert not any(raw_redis.exists(f"rq:job:{i}") for i in ids)
+    (message,) = flash(response)
+    assert message.startswith("Deleted 3 queued jobs of batch-jobs")
+    assert "This cost 9 Redis commands" in message
+    assert "Deleted 3 queued jobs" in LogEntry.objects.get().change_message
+
+
+def test_the_action_post_needs_its_csrf_token(raw_redis, queue):
+    (job_id,) = failed(raw_redis, 1)
+    strict = staff_client("strict", "view_queue", "manage_jobs", csrf=True)
+
+    response = strict.post(action_url(queue, "failed", "requeue"), {"job": job_id})
+
+    assert response.status_code == 403
+    assert Job.fetch(job_id, connection=raw_redis).get_status() == JobStatus.FAILED
+
+
+@pytest.mark.parametrize(
+    "data", [{}, {"job": ""}, {"job": "has space"}, {"job": "x" * 201}]
+)
+def test_a_bad_selection_is_a_message_not_an_error(manager, queue, data, wire):
+    response = manager.post(action_url(queue, "failed", "delete"), data)
+
+    assert response.status_code == 302
+    assert response.url == list_url(queue, "failed")
+    assert flash(response)
+    assert wire.billed() == 0
+    assert not LogEntry.objects.exists()
