@@ -540,3 +540,31 @@ def test_job_records_cannot_be_added_changed_or_deleted(
     ok.refresh_from_db()
     assert ok.status == JobRecord.Status.FINISHED
     assert JobRecord.objects.count() == 2
+
+
+@pytest.mark.parametrize(
+    "model", ["drainrun", "queue", "workerprocess"], ids=lambda m: f"no-delete-{m}"
+)
+def test_history_and_queues_cannot_be_deleted_from_the_admin(admin_client, model):
+    from django.utils import timezone
+
+    from ops.models import DrainRun, Queue, WorkerProcess
+
+    if model == "drainrun":
+        obj = DrainRun.objects.create(trigger=DrainRun.Trigger.CLI)
+    elif model == "queue":
+        obj = Queue.objects.get(name="batch-jobs")
+    else:
+        obj = WorkerProcess.objects.create(
+            name="w",
+            role="dedicated",
+            host="h",
+            pid=1,
+            supervisor_pid=1,
+            queues=["batch-jobs"],
+            started=timezone.now(),
+        )
+    url = reverse(f"admin:ops_{model}_delete", args=[obj.pk])
+    assert admin_client.get(url).status_code == 403
+    assert admin_client.post(url, {"post": "yes"}).status_code == 403
+    assert type(obj).objects.filter(pk=obj.pk).exists()

@@ -367,3 +367,15 @@ def test_bad_input_is_a_form_error_and_changes_nothing(field, value):
         after.pop(key)
     assert after == before
     assert list(Schedule.objects.values().order_by("pk")) == schedule_before
+
+
+@pytest.mark.django_db
+def test_a_schedule_change_leaves_an_entry_in_the_admin_log():
+    from django.contrib.admin.models import LogEntry
+
+    schedule.sync()
+    client = _client("change_consolesettings")
+    client.post(PAGE, {"schedule_enabled": "on", "schedule_minutes": "15"})
+    entry = LogEntry.objects.get()
+    assert "minutes=15" in entry.get_change_message()
+    assert entry.user.username

@@ -137,3 +137,17 @@ def test_a_user_with_the_permission_switches_the_mode(client, settings):
     assert worker_mode() == "always-on"
     client.post("/admin/ops/workerprocess/mode/", {"worker_mode": ""})
     assert worker_mode() == "cron-drain"  # back to WORKER_INPROCESS
+
+
+def test_a_mode_switch_leaves_an_entry_in_the_admin_log(client, settings):
+    from django.contrib.admin.models import LogEntry
+
+    settings.WORKER_INPROCESS = False
+    user = User.objects.create_user("op2", password="pw", is_staff=True)
+    for codename in ("view_workerprocess", "change_worker_mode"):
+        user.user_permissions.add(Permission.objects.get(codename=codename))
+    client.force_login(user)
+    client.post("/admin/ops/workerprocess/mode/", {"worker_mode": "always-on"})
+    entry = LogEntry.objects.get()
+    assert entry.user == user
+    assert "Worker mode set to always-on" in entry.get_change_message()

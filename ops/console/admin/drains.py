@@ -147,6 +147,10 @@ class QueueAdmin(admin.ModelAdmin):
         context["commands_per_queue"] = COMMANDS_PER_QUEUE
         return response
 
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # A queue's runs and jobs refer to it by name: disable it instead.
+        return False
+
 
 # --- Drain runs ---------------------------------------------------------------
 
@@ -350,6 +354,11 @@ class DrainRunAdmin(admin.ModelAdmin):
     )
 
     # Runs are records of what happened: only the drain engine writes them.
+    def has_delete_permission(
+        self, request: HttpRequest, obj: DrainRun | None = None
+    ) -> bool:
+        return False  # history is a record: retention prunes it, nobody else
+
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 

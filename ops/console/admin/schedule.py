@@ -152,6 +152,11 @@ class ConsoleSettingsAdmin(admin.ModelAdmin):
             form = ScheduleForm(request.POST)
             if form.is_valid():
                 result = schedule.update_settings(**form.values(), by=request.user)
+                # An operator action: it leaves an entry in the admin's log.
+                changes = ", ".join(f"{k}={v}" for k, v in form.values().items())
+                self.log_change(
+                    request, schedule.schedule_info().settings, f"Schedule: {changes}."
+                )
                 self.message_user(
                     request,
                     f"Saved. Django-Q schedules: {result}.",

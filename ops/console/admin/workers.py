@@ -70,6 +70,9 @@ class WorkerProcessAdmin(admin.ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # the record of what ran: retention prunes it, nobody else
+
     @admin.display(description="state", ordering="state")
     def state_badge(self, obj: WorkerProcess) -> str:
         return format_html(
@@ -112,10 +115,18 @@ class WorkerProcessAdmin(admin.ModelAdmin):
                 raise PermissionDenied
             form = ModeForm(request.POST)
             if form.is_valid():
+                before = row.worker_mode or "(from WORKER_INPROCESS)"
                 row.worker_mode = form.cleaned_data["worker_mode"]
                 row.updated = timezone.now()
                 row.updated_by = request.user
                 row.save(update_fields=["worker_mode", "updated", "updated_by"])
+                # An operator action: it leaves an entry in the admin's log.
+                self.log_change(
+                    request,
+                    row,
+                    f"Worker mode set to {row.worker_mode or '(from WORKER_INPROCESS)'}"
+                    f" (was {before}).",
+                )
                 messages.success(
                     request,
                     f"Worker mode is now {runtime.worker_mode(row)}; the console's "
