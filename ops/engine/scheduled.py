@@ -15,22 +15,43 @@ from ops.queues import rq_queue, scheduled_key
 
 
 def promote(client: redis.Redis, name: str, job_ids: list[str]) -> int:
-    """Move these due jobs of queue `name` onto it, as RQ's scheduler does.
+    """Move these due jobs of queue `name` onto it, as RQ's scheduler does, and
+    only the ones still in the registry: two processes promoting the same jobs
+    at the same moment (two supervisors, a supervisor and a drain) enqueue
+    each job once.
 
-    Cost: 1 (fetch) + a MULTI/EXEC pipeline of ~3 commands per job."""
+    Exclusion without Lua: WATCH the registry, keep the ids it still holds
+    (ZMSCORE), then enqueue them and take them off in one transaction; if
+    another promoter changed the registry meanwhile, EXEC fails and the ids are
+    looked at again. Cost: WATCH + ZMSCORE + 1 (fetch) + a MULTI/EXEC pipeline
+    of ~3 commands per job; one more round when it lost a race."""
     queue = rq_queue(name, client)
     registry = ScheduledJobRegistry(name, connection=client)
-    jobs = Job.fetch_many(job_ids, connection=client)
-    with client.pipeline() as pipe:
-        for job in jobs:
-            if job is not None:
-                queue._enqueue_job(
-                    job, pipeline=pipe, at_front=job.should_enqueue_at_front()
-                )
-        for job_id in job_ids:
-            registry.remove(job_id, pipeline=pipe)
-        pipe.execute()
-    return sum(1 for job in jobs if job is not None)
+    for _ in range(5):
+        with client.pipeline() as pipe:
+            try:
+                pipe.watch(registry.key)
+                scores = pipe.zmscore(registry.key, job_ids) if job_ids else []
+                held = [
+                    j for j, s in zip(job_ids, scores, strict=True) if s is not None
+                ]
+                if not held:
+                    pipe.unwatch()
+                    return 0
+                jobs = Job.fetch_many(held, connection=client)
+                pipe.multi()
+                for job in jobs:
+                    if job is not None:
+                        queue._enqueue_job(
+                            job, pipeline=pipe, at_front=job.should_enqueue_at_front()
+                        )
+                for job_id in held:
+                    registry.remove(job_id, pipeline=pipe)
+                pipe.execute()
+            except redis.WatchError:
+                continue  # another promoter moved some of them: look again
+        return sum(1 for job in jobs if job is not None)
+    return 0
 
 
 def promote_due(
