@@ -390,7 +390,7 @@ ALWAYS_ON_BLOCK_S = _int("ALWAYS_ON_BLOCK_S", 3585, minimum=1, maximum=86_400)
 ALWAYS_ON_SCHEDULED_SCAN_S = _int("ALWAYS_ON_SCHEDULED_SCAN_S", 300, minimum=1)
 
 # django-q2 runs the built-in schedule with its database broker: scheduling
-# costs no Redis commands (../shared/notes/pitfalls.md).
+# costs no Redis commands (docs/redis-billing.md, tests/scheduling/test_qcluster.py).
 Q_CLUSTER = {
     "name": "kaireon",
     "orm": "default",

@@ -12,7 +12,7 @@ admin are undone by the next `sync()`):
 
 django-q2 runs them with its database broker: scheduling, queueing and its
 cluster bookkeeping send no Redis command; only the drain itself does
-(../shared/notes/pitfalls.md, tests/test_qcluster.py). Q_CLUSTER["catch_up"]
+(docs/redis-billing.md, tests/scheduling/test_qcluster.py). Q_CLUSTER["catch_up"]
 is off, so after downtime a missed slot runs once, not once per missed slot.
 """
 

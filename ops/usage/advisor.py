@@ -23,7 +23,7 @@ from ops.models import CommandUsage, DrainRun, Source, WorkerProcess
 
 # --- Benchmark figures: the one place they live -------------------------------
 # From docs/benchmarks.md (bench/drain_bench.py, run of 2026-11-29; redis 7.0.15,
-# rq 2.12, redis-py 8.1) and ../shared/notes/redis-costs.md. Update them here
+# rq 2.12, redis-py 8.1) and docs/redis-billing.md. Update them here
 # when the benchmark is re-run; they are used until this deployment has
 # measured its own costs from its DrainRun rows (see below).
 #

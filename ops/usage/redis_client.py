@@ -30,7 +30,7 @@ from redis.connection import (
 
 from ops.usage.metering import count_for_page, recorder
 
-# Upstash documents these as not billed (../shared/notes/redis-costs.md).
+# Upstash documents these as not billed (docs/redis-billing.md).
 UNBILLED_COMMANDS = frozenset({"AUTH", "INFO", "PING", "QUIT", "COMMAND"})
 
 

@@ -51,7 +51,7 @@ class QCluster:
 
     def stop(self) -> int | None:
         # The main PID only: SIGTERM to the whole group can hang django-q2 at
-        # "stopping" (../shared/notes/pitfalls.md); the main process stops
+        # "stopping" (docs/redis-billing.md); the main process stops
         # its sentinel, which stops the workers.
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
