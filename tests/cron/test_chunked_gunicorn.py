@@ -5,19 +5,13 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import socket
-import subprocess
-import sys
 import threading
-import time
 
 import pytest
-from django.conf import settings
 
-from bench.redis_server import free_port
 from ops.models import DrainRun
-from tests.conftest import database_url
+from tests.servers import start_gunicorn, stop_gunicorn
 
 TOKEN = "gunicorn-chunked-drain-token-0123456789"
 URL = "/api/v1/cron/drain-queues"
@@ -25,46 +19,14 @@ URL = "/api/v1/cron/drain-queues"
 
 @pytest.fixture
 def gunicorn(transactional_db, redis_server):
-    port = free_port()
-    env = dict(os.environ)
-    env.update(
-        DATABASE_URL=database_url(),
-        DRAIN_QUEUES_TOKEN=TOKEN,
-        CRON_RATE_LIMIT_PER_MINUTE="1000",
-        REDIS_URL=redis_server.url(),
-    )
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "--workers",
-            "1",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--no-control-socket",
-            "--timeout",
-            "120",
-            "kaireon.wsgi",
-        ],
-        cwd=settings.BASE_DIR,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        pytest.fail("gunicorn did not start: " + proc.stderr.read().decode()[-2000:])
+    env = {
+        "DRAIN_QUEUES_TOKEN": TOKEN,
+        "CRON_RATE_LIMIT_PER_MINUTE": "1000",
+        "REDIS_URL": redis_server.url(),
+    }
+    proc, port = start_gunicorn(env)
     yield port
-    proc.terminate()
-    proc.wait(30)
+    stop_gunicorn(proc)
 
 
 def chunked_post(

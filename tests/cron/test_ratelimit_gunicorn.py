@@ -3,67 +3,28 @@
 from __future__ import annotations
 
 import http.client
-import os
-import subprocess
-import sys
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from django.conf import settings
 
-from bench.redis_server import free_port
-from tests.conftest import database_url
+from tests.servers import start_gunicorn, stop_gunicorn
 
 TOKEN = "gunicorn-test-drain-token-0123456789"
 
 
 @pytest.fixture
 def gunicorn(transactional_db, redis_server):
-    port = free_port()
-    env = dict(os.environ)
-    env.update(
-        DATABASE_URL=database_url(),
-        DRAIN_QUEUES_TOKEN=TOKEN,
-        CRON_RATE_LIMIT_PER_MINUTE="12",
-        REDIS_URL=redis_server.url(),
-    )
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "--workers",
-            "4",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--no-control-socket",
-            "--timeout",
-            "120",
-            "kaireon.wsgi",
-        ],
-        cwd=settings.BASE_DIR,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            conn.request("GET", "/admin/login/")
-            if conn.getresponse().status == 200:
-                break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        pytest.fail("gunicorn did not start: " + proc.stderr.read().decode()[-2000:])
+    env = {
+        "DRAIN_QUEUES_TOKEN": TOKEN,
+        "CRON_RATE_LIMIT_PER_MINUTE": "12",
+        "REDIS_URL": redis_server.url(),
+    }
+    proc, port = start_gunicorn(env, workers=4)
     time.sleep(1)  # let the other workers finish booting
     yield port
-    proc.terminate()
-    proc.wait(30)
+    stop_gunicorn(proc)
 
 
 def test_100_concurrent_requests_from_one_ip_admit_exactly_12(gunicorn):

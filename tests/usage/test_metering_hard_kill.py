@@ -10,18 +10,13 @@ from __future__ import annotations
 
 import http.client
 import os
-import signal
-import subprocess
-import sys
 import time
 
 import pytest
-from django.conf import settings
 from django.db.models import Sum
 
-from bench.redis_server import free_port
 from ops.models import CommandUsage
-from tests.conftest import database_url
+from tests.servers import kill_gunicorn, start_gunicorn
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -32,50 +27,18 @@ CRON_SECRET = "hard-kill-test-cron-secret-0123456789"
 
 @pytest.fixture
 def gunicorn(wire):
-    port = free_port()
-    env = dict(os.environ)
-    env.pop("METERING_FLUSH_INTERVAL_S", None)  # the default, as deployed
-    env.update(
-        DJANGO_SETTINGS_MODULE="kaireon.settings",
-        DATABASE_URL=database_url(),
-        CRON_SECRET=CRON_SECRET,
-        CRON_RATE_LIMIT_PER_MINUTE="1000",
-        REDIS_URL=os.environ["REDIS_URL"],  # the counting proxy (wire fixture)
+    env = {
+        "DJANGO_SETTINGS_MODULE": "kaireon.settings",
+        "CRON_SECRET": CRON_SECRET,
+        "CRON_RATE_LIMIT_PER_MINUTE": "1000",
+        "REDIS_URL": os.environ["REDIS_URL"],  # the counting proxy (wire fixture)
+    }
+    # METERING_FLUSH_INTERVAL_S unset: the default, as deployed.
+    proc, port = start_gunicorn(
+        env, timeout_s=None, unset=("METERING_FLUSH_INTERVAL_S",)
     )
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "--workers",
-            "1",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--no-control-socket",
-            "kaireon.wsgi",
-        ],
-        cwd=settings.BASE_DIR,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            conn.request("GET", "/admin/login/")
-            if conn.getresponse().status == 200:
-                break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        os.killpg(proc.pid, signal.SIGKILL)
-        pytest.fail("gunicorn did not start: " + proc.stderr.read().decode()[-2000:])
     yield port, proc
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(30)
+    kill_gunicorn(proc)
 
 
 def status_call(port: int) -> int:
@@ -101,8 +64,7 @@ def test_a_sigkilled_web_process_loses_at_most_the_documented_window(gunicorn, w
     # Older than the window: in the database by now, kill or no kill.
     time.sleep(DOCUMENTED_WINDOW_S + 1.5)
     assert status_call(port) == 200  # within the window: may be lost
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(30)
+    kill_gunicorn(proc)
 
     kept = metered()
     assert sent <= kept <= wire.total, (sent, kept, wire.total)
