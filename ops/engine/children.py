@@ -98,9 +98,12 @@ def spawn(
     return proc, reader
 
 
-def child_parser(module: str, *, drain: bool = False) -> argparse.ArgumentParser:
+def child_parser(
+    module: str, *, drain: bool = False, always_on: bool = False
+) -> argparse.ArgumentParser:
     """The command line every child takes: how it reports to its parent, and
-    for a drain's queue worker its queue, deadline and worker name."""
+    for a drain's queue worker its queue, deadline and worker name, for an
+    always-on worker its queues, worker name and blocking time."""
     parser = argparse.ArgumentParser(prog=f"python -m {module}")
     if drain:
         parser.add_argument("--queue", required=True)
@@ -108,6 +111,10 @@ def child_parser(module: str, *, drain: bool = False) -> argparse.ArgumentParser
             "--deadline", type=float, required=True, help="epoch seconds"
         )
         parser.add_argument("--worker-name", required=True)
+    if always_on:
+        parser.add_argument("--queues", required=True, help="comma-separated")
+        parser.add_argument("--worker-name", required=True)
+        parser.add_argument("--block-s", type=int, required=True)
     parser.add_argument("--report-fd", type=int, required=True)
     parser.add_argument("--parent-pid", type=int, required=True)
     # Where the parent reads this process's command counts (a private one when
@@ -135,6 +142,19 @@ def setup_child(parent_pid: int) -> None:
     import django
 
     django.setup()
+
+
+def start_child(args: argparse.Namespace, source: str) -> tuple[IO[str], Any, Any]:
+    """In a spawned child, from its parsed command line: die with the parent,
+    set Django up, and return (report stream, meter, Redis client)."""
+    setup_child(args.parent_pid)
+    return child_client(args.report_fd, source, SharedTally(args.tally_fd))
+
+
+def report_done(report: IO[str], meter: Any) -> None:
+    """The last line of every child: the Redis commands it sent in all."""
+    report.write(f"done {meter.billed} {meter.total}\n")
+    report.flush()
 
 
 def child_client(

@@ -141,8 +141,7 @@ def drain_queue(
     )
     children.identify(worker)
     worker.work(burst=True, logging_level="WARNING")
-    report.write(f"done {meter.billed} {meter.total}\n")
-    report.flush()
+    children.report_done(report, meter)
     return 0
 
 

@@ -511,7 +511,7 @@ def drain_queue(
         deadline=deadline,
     )
     executor.run()
-    emit(f"done {meter.billed} {meter.total}")
+    children.report_done(report, meter)
     return 0
 
 

@@ -72,15 +72,9 @@ class QuietWorker(SimpleWorker):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = children.child_parser("ops.workers.always_on_worker")
-    parser.add_argument("--queues", required=True, help="comma-separated")
-    parser.add_argument("--worker-name", required=True)
-    parser.add_argument("--block-s", type=int, required=True)
+    parser = children.child_parser("ops.workers.always_on_worker", always_on=True)
     args = parser.parse_args(argv)
-
-    children.setup_child(args.parent_pid)
-    tally = children.SharedTally(args.tally_fd)
-    report, meter, client = children.child_client(args.report_fd, "worker", tally)
+    report, meter, client = children.start_child(args, "worker")
     from ops.queues import rq_queue
 
     worker = QuietWorker(
@@ -96,8 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     children.identify(worker)
     worker.work(burst=False, logging_level="WARNING")
-    report.write(f"done {meter.billed} {meter.total}\n")
-    report.flush()
+    children.report_done(report, meter)
     return 0
 
 

@@ -128,21 +128,14 @@ class LeanAlwaysOn:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = children.child_parser("ops.workers.lean_always_on")
-    parser.add_argument("--queues", required=True, help="comma-separated")
-    parser.add_argument("--worker-name", required=True)
-    parser.add_argument("--block-s", type=int, required=True)
+    parser = children.child_parser("ops.workers.lean_always_on", always_on=True)
     args = parser.parse_args(argv)
-
-    children.setup_child(args.parent_pid)
-    tally = children.SharedTally(args.tally_fd)
-    report, meter, client = children.child_client(args.report_fd, "worker", tally)
+    report, meter, client = children.start_child(args, "worker")
     worker = LeanAlwaysOn(
         client, args.queues.split(","), args.worker_name, args.block_s, report, meter
     )
     worker.run()
-    report.write(f"done {meter.billed} {meter.total}\n")
-    report.flush()
+    children.report_done(report, meter)
     return 0
 
 
