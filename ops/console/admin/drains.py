@@ -327,31 +327,8 @@ class DrainRunAdmin(admin.ModelAdmin):
             {"classes": ("collapse",), "fields": ("worker_prefix", "lease_expires")},
         ),
     )
-    readonly_fields = (
-        "public_id",
-        "status_badge",
-        "trigger",
-        "requested_by",
-        "caller",
-        "credential",
-        "started",
-        "finished",
-        "duration_ms",
-        "total_processed",
-        "total_failed",
-        "queue_results_table",
-        "redis_commands",
-        "deadline_hit",
-        "recovered_jobs",
-        "params_json",
-        "clamped_info",
-        "error_code",
-        "error",
-        "crashed_jobs",
-        "blocked_by_link",
-        "worker_prefix",
-        "lease_expires",
-    )
+    # A run is a record: every field shown is read-only.
+    readonly_fields = tuple(f for _, opts in fieldsets for f in opts["fields"])
 
     # Runs are records of what happened: only the drain engine writes them.
     def has_delete_permission(
