@@ -411,13 +411,54 @@ Q_CLUSTER = {
     "ack_failures": True,
 }
 
+# --- Monitoring and alerts ----------------------------------------------------
+# Addresses/CIDRs that may read /api/v1/cron/metrics without a token (the client
+# address as ops/cron/client_ip.py sees it, TRUSTED_PROXIES applied). Empty:
+# a cron-scope token is always needed.
+try:
+    METRICS_ALLOWED_NETWORKS = [
+        ipaddress.ip_network(part.strip(), strict=False)
+        for part in env.list("METRICS_ALLOWED_IPS", default=[])
+        if part.strip()
+    ]
+except ValueError as exc:
+    raise ImproperlyConfigured(
+        f"METRICS_ALLOWED_IPS must be comma-separated addresses/CIDRs: {exc}"
+    ) from None
+# More failed jobs than this in the last hour sends a "failed jobs" alert.
+ALERT_FAILED_JOBS_PER_HOUR = _int(
+    "ALERT_FAILED_JOBS_PER_HOUR", 10, minimum=1, maximum=1_000_000
+)
+
+# "text" (default) or "json": one JSON object a line with time, level, logger,
+# message and, where they apply, run_id, queue, job_id (ops/logcontext.py).
+LOG_FORMAT = env.str("LOG_FORMAT", default="").strip().lower() or "text"
+if LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured(
+        f'LOG_FORMAT must be "text" or "json", not {LOG_FORMAT!r}'
+    )
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"context": {"()": "ops.logcontext.ContextFilter"}},
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(levelname)s %(name)s %(message)s",
+            "rename_fields": {"levelname": "level", "name": "logger"},
+            # ISO 8601 in UTC with microseconds, from the record's own clock.
+            "timestamp": "time",
+        },
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if LOG_FORMAT == "json" else "plain",
+            "filters": ["context"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {
         # RQ logs every job at INFO; in a drain that is noise on stderr.

@@ -12,6 +12,8 @@ urlpatterns = [
     path("api/v1/cron/drain-queues", cron.drain_queues, name="cron-drain-queues"),
     path("api/v1/cron/status", cron.status, name="cron-status"),
     path("api/v1/cron/prune", cron.prune, name="cron-prune"),
+    # Prometheus metrics: a cron-scope token, or METRICS_ALLOWED_IPS.
+    path("api/v1/cron/metrics", cron.metrics, name="cron-metrics"),
     # Anything else under /api answers JSON, never an HTML 404 (DEBUG too).
     re_path(r"^api(?P<rest>/.*)?$", cron.not_found),
 ]

@@ -555,3 +555,83 @@ class WorkerProcess(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.state})"
+
+
+class AlertEvent(models.TextChoices):
+    """What an alert channel can be told about (ops/scheduling/alerts.py)."""
+
+    MISSED_TICK = "missed_tick", "Missed tick (the drain alarm turns late/down/ok)"
+    QUOTA_THRESHOLD = "quota_threshold", "Quota threshold crossed (80 %, 95 %)"
+    QUOTA_INCIDENT = "quota_incident", "Quota incident opened or closed"
+    FAILED_JOBS = "failed_jobs", "Failed jobs over the hourly threshold"
+
+
+class AlertChannel(models.Model):
+    """Where alerts go: a webhook (generic JSON or Slack-compatible) or email.
+
+    The environment's ALARM_WEBHOOK_URL / ALARM_EMAILS are implicit channels
+    on top of these rows (ops/scheduling/alerts.py)."""
+
+    class Kind(models.TextChoices):
+        WEBHOOK = "webhook", "Webhook (generic JSON)"
+        SLACK = "slack", "Slack-compatible webhook"
+        EMAIL = "email", "Email"
+
+    name = models.CharField(max_length=100, help_text="Shown in lists and messages.")
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    target = models.CharField(
+        max_length=1000,
+        help_text="The webhook's http(s) URL, or comma-separated email addresses.",
+    )
+    enabled = models.BooleanField(default=True)
+    # A list of AlertEvent values.
+    events = models.JSONField(default=list, blank=True)
+    created = models.DateTimeField(default=timezone.now)
+    updated = models.DateTimeField(default=timezone.now)
+    last_sent_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+        verbose_name = "alert channel"
+        verbose_name_plural = "alert channels"
+        # A handful of rows, read whole by every dispatch: no index needed.
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.kind})"
+
+    def record_result(self, error: str, *, at: datetime | None = None) -> None:
+        """The outcome of one send: when it went out, and why it failed ("" if
+        it did not). One UPDATE, so a concurrent edit of the row stands."""
+        at = at or timezone.now()
+        self.last_sent_at, self.last_error = at, error[:2000]
+        AlertChannel.objects.filter(pk=self.pk).update(
+            last_sent_at=at, last_error=error[:2000]
+        )
+
+
+class AlertState(models.Model):
+    """What the alert check already sent, so each alert fires once across
+    processes: a row per fired alert ("quota:<period>:80", "incident:7:opened")
+    inserted by the one evaluator that wins the unique key, or a toggled state
+    ("failed_jobs": "firing"/"ok") changed by a conditional UPDATE."""
+
+    key = models.CharField(max_length=120, primary_key=True)
+    state = models.CharField(max_length=16, default="sent")
+    changed_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.state}"
+
+
+class MetricsCarry(models.Model):
+    """Totals of the drain runs the metrics endpoint has folded in (one row,
+    pk=1), so that its counters keep counting after the retention prune
+    deletes the runs (ops/monitoring/metrics.py). Runs started before
+    `watermark` are in `totals`; later ones are counted from their rows."""
+
+    watermark = models.DateTimeField(null=True, blank=True)
+    totals = models.JSONField(default=dict, blank=True)
+
+    def __str__(self) -> str:
+        return f"metrics carried up to {self.watermark}"

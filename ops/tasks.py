@@ -19,6 +19,7 @@ from ops.engine.drain_options import parse_options
 from ops.engine.results import drain_result
 from ops.models import DrainRun, Source
 from ops.runtime import console_settings
+from ops.scheduling import events
 from ops.scheduling.notify import check
 
 log = logging.getLogger(__name__)
@@ -43,11 +44,20 @@ def check_alarm(now: datetime | None = None) -> dict[str, Any]:
     """The missed-tick alarm, every minute: database only unless a notification
     goes out (then ≤ 2 Redis commands per enabled queue for the backlog age).
 
+    Also sends the other alerts (quota thresholds, quota incidents, failed
+    jobs; ops/scheduling/events.py, database only), each once; "alerts" lists
+    the channels anything went to (the alarm's console-managed channels too),
+    when any did.
+
     django-q2 calls it without arguments; `now` is for tests."""
     transition = check(now=now, source=Source.OTHER)
+    deliveries = [*(transition.channels if transition else ()), *events.check(now=now)]
+    sent = [{"channel": d.channel, "result": d.result} for d in deliveries]
+    extra: dict[str, Any] = {"alerts": sent} if sent else {}
     if transition is None:
-        return {"changed": False}
+        return {"changed": False, **extra}
     return {
+        **extra,
         "changed": True,
         "previous": transition.previous,
         "state": transition.state,

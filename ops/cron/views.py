@@ -1,6 +1,7 @@
 """The cron API: /api/v1/cron/*. Thin views: parse, call one service, render.
 
-Every response is JSON with `Cache-Control: no-store`; every failure is
+Every response is JSON with `Cache-Control: no-store` (but the metrics
+endpoint's success, in Prometheus's text format); every failure is
 {"error": "<code>", "detail": "<sentence>"}. Checks run cheapest first and
 none of the rejections (405, 429, 413, 401, 403, 400, 415) sends a Redis
 command: method, rate limit (before the token, so guessing is throttled too),
@@ -32,6 +33,9 @@ from ops.engine.drain import drain
 from ops.engine.drain_options import DrainOptionError, parse_options
 from ops.engine.results import drain_answer
 from ops.models import DrainRun
+from ops.monitoring import access
+from ops.monitoring.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from ops.monitoring.metrics import render as render_metrics
 
 log = logging.getLogger(__name__)
 
@@ -56,17 +60,18 @@ def _presented_token(request: HttpRequest) -> str | None:
 
 
 def cron_endpoint(
-    *, scope: str, method: str
-) -> Callable[[Callable[..., JsonResponse]], Callable[[HttpRequest], JsonResponse]]:
-    """Method, rate limit, body size, credential and scope, in that order."""
+    *, scope: str, method: str, open_to: Callable[[str], bool] | None = None
+) -> Callable[[Callable[..., HttpResponse]], Callable[[HttpRequest], HttpResponse]]:
+    """Method, rate limit, body size, credential and scope, in that order.
+    `open_to(ip)` True lets that client in without a credential (None)."""
 
     def decorate(
-        view: Callable[..., JsonResponse],
-    ) -> Callable[[HttpRequest], JsonResponse]:
+        view: Callable[..., HttpResponse],
+    ) -> Callable[[HttpRequest], HttpResponse]:
         @csrf_exempt
         @never_cache
         @functools.wraps(view)
-        def wrapped(request: HttpRequest) -> JsonResponse:
+        def wrapped(request: HttpRequest) -> HttpResponse:
             if request.method != method:
                 response = error(
                     "method_not_allowed", f"Use {method} on this endpoint.", 405
@@ -89,6 +94,8 @@ def cron_endpoint(
                     response["Retry-After"] = str(decision.retry_after_s)
                     return response
                 body = read_body(request)
+                if open_to is not None and open_to(ip):
+                    return view(request, credential=None, ip=ip, body=body)
                 credential = tokens.authenticate(_presented_token(request))
                 if credential is None:
                     return error("unauthorized", _UNAUTHORIZED, 401)
@@ -152,6 +159,16 @@ def prune(
     request: HttpRequest, *, credential: tokens.Credential, ip: str, body: bytes
 ) -> JsonResponse:
     return JsonResponse(prune_history())
+
+
+@cron_endpoint(
+    scope=tokens.Scope.CRON, method="GET", open_to=access.allowed_without_token
+)
+def metrics(
+    request: HttpRequest, *, credential: tokens.Credential | None, ip: str, body: bytes
+) -> HttpResponse:
+    """Prometheus exposition text, from the database only (docs/monitoring.md)."""
+    return HttpResponse(render_metrics(), content_type=METRICS_CONTENT_TYPE)
 
 
 @csrf_exempt

@@ -34,6 +34,7 @@ from ops.engine import children, claims, drain_worker, lean_worker, lease, sched
 from ops.engine.drain_options import DrainOptions
 from ops.engine.records import RecordWriter, parse_record, record_line
 from ops.engine.recovery import fail_started_jobs, forget_worker, requeue_stranded
+from ops.logcontext import bind, scoped
 from ops.models import DrainRun, ScheduledHint, Source, lease_life
 from ops.queues import (
     intermediate_key,
@@ -108,6 +109,7 @@ class _Outcome:
     emptied: set[str] = field(default_factory=set)
 
 
+@scoped  # the run id below tags this drain's log lines, and its children's
 def drain(
     *,
     trigger: str,
@@ -134,6 +136,7 @@ def drain(
         params=options.as_params(),
         worker_prefix=f"kdrain.{uuid.uuid4().hex[:12]}.",
     )
+    bind(run_id=run.public_id)
     claim = lease.acquire(run, lease_life(options.max_duration_ms))
     if not claim.acquired:
         run.mark_skipped(blocked_by=claim.holder)

@@ -32,6 +32,7 @@ from rq.job import JobStatus
 from rq.worker import SimpleWorker
 
 from ops.engine import children, records
+from ops.logcontext import bind, scoped
 
 # A failed job whose Retry put it back on its queue (or in its scheduled
 # registry) ends with this status in memory.
@@ -72,7 +73,9 @@ class DrainWorker(SimpleWorker):
             return None
         return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
 
+    @scoped
     def execute_job(self, job: Any, queue: Any) -> None:
+        bind(job_id=job.id)
         self._emit(f"start {job.id}")
         self._exc_info = None
         super().execute_job(job, queue)
@@ -129,6 +132,7 @@ def drain_queue(
     """Drain one queue until it is empty or the deadline passes (Django set up)."""
     from ops.queues import rq_queue
 
+    bind(queue=queue, worker=worker_name)  # a child process: its context is its own
     report, meter, client = children.child_client(report_fd, "drain-jobs", tally)
     worker = DrainWorker(
         [rq_queue(queue, client)],

@@ -48,6 +48,7 @@ from rq.utils import as_text, now
 from ops.engine import children
 from ops.engine.coalesce import Command, coalesce
 from ops.engine.records import exception_fields, record_line
+from ops.logcontext import bind, scoped
 
 # A consumer's claim list (ops/engine/claims.py settles it when the consumer
 # dies). Here rather than there: this module is imported before Django is set up.
@@ -309,7 +310,9 @@ class LeanExecutor:
 
     # --- one job -------------------------------------------------------------
 
+    @scoped
     def _perform(self, job: Job) -> Outcome:
+        bind(job_id=job.id)
         self.report(f"start {job.id}")
         job.worker_name = self.worker_name
         job.started_at = now()
@@ -495,6 +498,7 @@ def drain_queue(
     claim_key: str | None = None,
 ) -> int:
     """Drain one queue until it is empty or the deadline passes (Django set up)."""
+    bind(queue=queue, worker=worker_name)  # a child process: its context is its own
     report, meter, client = children.child_client(report_fd, "drain-jobs", tally)
 
     def emit(line: str) -> None:

@@ -12,32 +12,31 @@ drain after configuring it ("unknown" -> "ok") change the stored state quietly.
 
 Sending never raises: a dead webhook or mail server is logged, the state change
 stands (the next change is sent normally).
+
+Where it goes: the environment's ALARM_WEBHOOK_URL and ALARM_EMAILS (the
+bootstrap, reported in the Transition as before) and every enabled alert
+channel subscribed to the "missed_tick" event (ops/scheduling/alerts.py).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.core.mail import send_mail
 from django.urls import reverse
 from django.utils import timezone
 
-from ops.models import ConsoleSettings, Source
+from ops.models import AlertEvent, ConsoleSettings, Source
 from ops.runtime import console_settings
-from ops.scheduling import alarm
+from ops.scheduling import alarm, alerts
 from ops.scheduling.alarm import AlarmReport, AlarmState
 
 log = logging.getLogger(__name__)
 
-WEBHOOK_TIMEOUT_S = 5
+WEBHOOK_TIMEOUT_S = alerts.WEBHOOK_TIMEOUT_S
 ALERT_STATES = {AlarmState.LATE, AlarmState.DOWN}
 
 
@@ -59,6 +58,8 @@ class Transition:
     # "sent", "failed" or "off" (not configured / not a notifying change)
     webhook: str = "off"
     email: str = "off"
+    # The console-managed alert channels it went to.
+    channels: tuple[alerts.Delivery, ...] = ()
 
 
 def check(
@@ -97,6 +98,26 @@ def check(
         notified=True,
         webhook=post_webhook(payload),
         email=send_email(report, previous),
+        channels=tuple(
+            alerts.dispatch(alarm_alert(report, previous), include_env=False)
+        ),
+    )
+
+
+def alarm_alert(report: AlarmReport, previous: str) -> alerts.Alert:
+    """The alarm's state change for the alert channels: the generic JSON
+    carries the same fields as the ALARM_WEBHOOK_URL payload."""
+    severity = {AlarmState.LATE: "warning", AlarmState.DOWN: "critical"}.get(
+        AlarmState(report.state), "resolved"
+    )
+    return alerts.Alert(
+        event=AlertEvent.MISSED_TICK,
+        severity=severity,
+        title=f"Drain alarm: {report.state} (was {previous})",
+        message=report.headline,
+        at=report.now,
+        console=console_url(),
+        fields=webhook_payload(report, previous),
     )
 
 
@@ -135,21 +156,12 @@ def post_webhook(payload: dict[str, Any]) -> str:
     if not url:
         return "off"
     # urllib also opens file:// and ftp:// URLs: a webhook is http(s) only.
-    if urlsplit(url).scheme not in {"http", "https"}:
+    if alerts.target_problem("webhook", url):
         log.error("ALARM_WEBHOOK_URL must be an http(s) URL; not posting")
         return "failed"
-    request = urllib.request.Request(
-        url,
-        data=json.dumps(payload).encode(),
-        headers={"Content-Type": "application/json", "User-Agent": "kaireon-ops"},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_S) as response:
-            response.read(1024)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        # HTTPError (a 4xx/5xx answer) is a URLError; timeouts are OSErrors.
-        log.warning("alarm webhook failed: %s", exc)
+    error = alerts.post_json(url, payload)
+    if error:
+        log.warning("alarm webhook failed: %s", error)
         return "failed"
     return "sent"
 
@@ -181,9 +193,8 @@ def send_email(report: AlarmReport, previous: str) -> str:
         f"Console: {console_url()}",
         f"Sent at {timezone.now():%Y-%m-%d %H:%M:%S} UTC.",
     ]
-    try:
-        send_mail(subject, "\n".join(lines), None, recipients)
-    except Exception as exc:  # SMTP, DNS, bad settings: the alarm must go on
-        log.warning("alarm email failed: %s", exc)
+    error = alerts.send_email(recipients, subject, "\n".join(lines))
+    if error:  # SMTP, DNS, bad settings: the alarm must go on
+        log.warning("alarm email failed: %s", error)
         return "failed"
     return "sent"

@@ -8,6 +8,7 @@ then.
 """
 
 from ops.console.admin import (  # noqa: F401  (registers the pages)
+    alerts,
     common,
     drains,
     jobs,
