@@ -10,6 +10,7 @@ import ipaddress
 import re
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import environ
@@ -17,6 +18,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 # Pure rules with no Django import: safe to apply while the settings load.
 from ops.cron.token_rules import env_token_problems
+from ops.usage.rq_settings import queue_settings as rq_queue_settings
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -238,20 +240,26 @@ if _redis_parts.scheme not in {"redis", "rediss", "unix"}:
     raise ImproperlyConfigured(
         f"REDIS_URL must start with redis://, rediss:// or unix://, got {REDIS_URL!r}"
     )
+try:
+    _redis_port = _redis_parts.port
+except ValueError:
+    raise ImproperlyConfigured(f"REDIS_URL has a bad port: {REDIS_URL!r}") from None
 REDIS_SOCKET_TIMEOUT_S = _int("REDIS_SOCKET_TIMEOUT_S", 10, minimum=1, maximum=600)
 
 
 # django-rq reads RQ_QUEUES. The queue *names* live in the database (ops.Queue
 # rows); every name resolves to this one connection, so there is no second list
-# of queues to keep in step (see ops/queues.py).
+# of queues to keep in step (see ops/queues.py). Every client django-rq hands
+# out (get_connection, get_queue, enqueue) shares one metered pool on REDIS_URL:
+# its commands are booked under the source "django-rq" (ops/usage/rq_settings.py).
 class _EveryQueue(dict):
     """django-rq looks a queue's connection up by name; every name gets REDIS_URL."""
 
-    def __missing__(self, key: str) -> dict[str, str]:
+    def __missing__(self, key: str) -> dict[str, Any]:
         return self["default"]
 
 
-RQ_QUEUES = _EveryQueue(default={"URL": REDIS_URL})
+RQ_QUEUES = _EveryQueue(default=rq_queue_settings(_redis_parts.hostname, _redis_port))
 
 # --- Drain defaults ---------------------------------------------------------
 DRAIN_MAX_DURATION_CAP_MS = 600_000  # the hard cap (runbook §6.2); not configurable
@@ -367,6 +375,11 @@ METERING_FLUSH_INTERVAL_S = _int(
 # not billed) and shows every client's commands beside this project's. Only
 # meaningful when no other application shares the Redis. 0: off (the default).
 QUOTA_SERVER_STATS = _bool("QUOTA_SERVER_STATS", False)
+# The application's expected Redis commands a day, for the projection and the
+# mode advisor while nothing is measured (no metered application traffic, no
+# provider figure). Runbook §2: ~5-8 commands a request, so 500 requests/day
+# is ~2,500-4,000. 0: assume none.
+QUOTA_APP_COMMANDS_PER_DAY = _int("QUOTA_APP_COMMANDS_PER_DAY", 0, minimum=0)
 
 # --- Worker modes and the built-in schedule --------------------------------------
 # 1: the console's run command also runs always-on RQ workers (jobs start within

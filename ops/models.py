@@ -408,6 +408,11 @@ class Source(models.TextChoices):
     CONSOLE = "console", "Admin page views"
     API = "api", "Cron API (other than drains)"
     OTHER = "other", "Other"
+    # The application's own traffic, where it goes through a metered client:
+    # django-rq's connections (RQ_QUEUES in kaireon/settings.py) and redis-py
+    # clients made with ops.usage.redis_client.metered_redis.
+    DJANGO_RQ = "django-rq", "Application: django-rq"
+    APP = "app", "Application: metered clients"
 
 
 class CommandUsage(models.Model):
@@ -635,3 +640,54 @@ class MetricsCarry(models.Model):
 
     def __str__(self) -> str:
         return f"metrics carried up to {self.watermark}"
+class ProviderUsageReading(models.Model):
+    """The provider's own count of billed commands at a moment: parsed from a
+    quota error (`… Limit: 500000, Usage: 500000.`) or entered by an SRE from
+    the provider's dashboard. History: appended, never edited (the admin
+    shows it read-only). ops/usage/quota.py compares it with what the meters
+    recorded to estimate the commands no meter saw."""
+
+    class Kind(models.TextChoices):
+        MONTHLY = "monthly", "Monthly (this billing period)"
+        DAILY = "daily", "Daily (today, UTC)"
+
+    class Origin(models.TextChoices):
+        ERROR = "error", "A quota error"
+        MANUAL = "manual", "Entered from the provider's dashboard"
+
+    at = models.DateTimeField(
+        default=timezone.now, help_text="When the provider's figure was true."
+    )
+    used = models.BigIntegerField(help_text="Billed commands, as the provider counts.")
+    limit = models.BigIntegerField(
+        null=True, blank=True, help_text="The provider's limit, when it said."
+    )
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    origin = models.CharField(max_length=8, choices=Origin.choices)
+    entered_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    note = models.CharField(
+        max_length=300, blank=True, help_text="The error text, or the SRE's note."
+    )
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        verbose_name = "provider usage reading"
+        verbose_name_plural = "provider usage readings"
+        indexes = [
+            # "The latest monthly (or daily) reading": ops/usage/quota.py.
+            models.Index(fields=["kind", "-at"], name="providerreading_kind_at_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(used__gte=0), name="providerreading_used_gte_0"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.used:,} at {self.at:%Y-%m-%d %H:%M} ({self.origin})"

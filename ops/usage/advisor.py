@@ -20,6 +20,8 @@ from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
 from ops.models import CommandUsage, DrainRun, Source, WorkerProcess
+from ops.usage import provider
+from ops.usage.period import billing_period
 
 # --- Benchmark figures: the one place they live -------------------------------
 # From docs/benchmarks.md (bench/drain_bench.py, run of 2026-11-29; redis 7.0.15,
@@ -94,7 +96,11 @@ RUNBOOK_INTERVAL_MIN = 5
 FREE_TIER_COMMANDS = 500_000
 ALWAYS_ON = "always-on"
 # Sources that cost the same whatever the mode: added to every row's total.
-OTHER_SOURCES = (Source.ENQUEUE, Source.CONSOLE, Source.API, Source.OTHER)
+OTHER_SOURCES = (Source.CONSOLE, Source.API, Source.OTHER)
+# The application's own traffic where a meter sees it (provider.APPLICATION_SOURCES)
+# is added to every row too, with what the provider's figure says no meter saw.
+APPLICATION_SOURCES = provider.APPLICATION_SOURCES
+HOURS_PER_MONTH = MONTH_DAYS * 24
 
 
 @dataclass(frozen=True)
@@ -128,13 +134,15 @@ class ModeRow:
     latency_seconds: int  # worst case before a queued job starts
     idle_commands: int  # a month of doing nothing
     job_commands: int  # a month of today's jobs
-    other_commands: int  # the rest of the project's Redis use (every row)
+    other_commands: int  # the console's pages and API (every row)
     total: int
     percent_of_budget: float
     fits: bool
     fits_with_margin: bool
     basis: str  # the arithmetic, so a reader can check it
     recommended: bool = False
+    # The application's own Redis traffic (every row): runbook §2's quota table.
+    application_commands: int = 0
 
     @property
     def latency_label(self) -> str:
@@ -151,6 +159,7 @@ class ModeRow:
             "idleCommands": self.idle_commands,
             "jobCommands": self.job_commands,
             "otherCommands": self.other_commands,
+            "applicationCommands": self.application_commands,
             "commandsPerMonth": self.total,
             "percentOfBudget": round(self.percent_of_budget, 2),
             "fits": self.fits,
@@ -172,6 +181,7 @@ class Advice:
     other_per_month: float
     workers: int
     costs: Costs
+    application: Figure = Figure(0.0, "no application traffic measured or assumed")
 
     def figures(self) -> list[tuple[str, str, str]]:
         """(what, value, where from) for the page and the command."""
@@ -201,7 +211,12 @@ class Advice:
             (
                 "Other Redis use",
                 f"{self.other_per_month:,.0f} commands/month",
-                "enqueue, console, api, other of the last 7 days x 30/7",
+                "console, api, other of the last 7 days x 30/7",
+            ),
+            (
+                "Application traffic",
+                f"{self.application.value:,.0f} commands/month",
+                self.application.note,
             ),
         ]
 
@@ -216,6 +231,8 @@ class Advice:
             "jobsLast7d": self.jobs_last_7d,
             "jobsPerMonth": round(self.jobs_per_month, 1),
             "otherPerMonth": round(self.other_per_month, 1),
+            "applicationPerMonth": round(self.application.value, 1),
+            "applicationSource": self.application.note,
             "workers": self.workers,
             "figures": [
                 {"what": what, "value": value, "source": source}
@@ -318,8 +335,51 @@ def other_commands_last_7d(now: datetime) -> int:
     )
 
 
+def application_per_month(now: datetime) -> Figure:
+    """The application's Redis commands in a 30-day month: what its metered
+    clients sent in the last 7 days, plus what the latest provider figure
+    says no meter saw (at its hourly rate); with neither, the SRE's assumption
+    QUOTA_APP_COMMANDS_PER_DAY (runbook §2: ~5-8 commands a request)."""
+    week_to_month = MONTH_DAYS / 7
+    metered = (
+        CommandUsage.objects.filter(
+            hour__gte=now - VOLUME_WINDOW,
+            hour__lte=now,
+            source__in=APPLICATION_SOURCES,
+        ).aggregate(total=Sum("commands"))["total"]
+        or 0
+    )
+    period = billing_period(now)
+    unseen = provider.unseen(now, period.start, period.end)
+    parts = []
+    if metered:
+        parts.append(
+            f"metered {metered:,} in the last 7 days x 30/7 "
+            f"({', '.join(APPLICATION_SOURCES)})"
+        )
+    if unseen.per_hour > 0:
+        parts.append(
+            f"{unseen.per_hour:,.1f}/h unseen x {HOURS_PER_MONTH} h ({unseen.basis()})"
+        )
+    if parts:
+        value = metered * week_to_month + unseen.per_hour * HOURS_PER_MONTH
+        return Figure(value, "; ".join(parts), samples=metered + unseen.commands)
+    assumed = settings.QUOTA_APP_COMMANDS_PER_DAY
+    if assumed:
+        return Figure(
+            assumed * MONTH_DAYS,
+            f"assumed: QUOTA_APP_COMMANDS_PER_DAY={assumed:,} x {MONTH_DAYS} days "
+            "(nothing measured yet)",
+        )
+    return Figure(
+        0.0,
+        "none measured: no metered application traffic in 7 days and no provider "
+        "figure this period (set QUOTA_APP_COMMANDS_PER_DAY to assume one)",
+    )
+
+
 def advice_now(now: datetime | None = None, *, workers: int = 1) -> Advice:
-    """The advisor table from the database (four queries, no Redis)."""
+    """The advisor table from the database (a few queries, no Redis)."""
     now = now or timezone.now()
     week_to_month = MONTH_DAYS / 7
     jobs = jobs_last_7d(now)
@@ -328,6 +388,7 @@ def advice_now(now: datetime | None = None, *, workers: int = 1) -> Advice:
         jobs_last_7d=jobs,
         jobs_per_month=jobs * week_to_month,
         other_per_month=other_commands_last_7d(now) * week_to_month,
+        application=application_per_month(now),
         costs=measured_costs(now),
         margin_percent=min(settings.QUOTA_WARN_THRESHOLDS),
         workers=workers,
@@ -344,6 +405,7 @@ def advise(
     costs: Costs,
     jobs_last_7d: int | None = None,
     other_per_month: float = 0.0,
+    application: Figure | None = None,
     margin_percent: int = 80,
     workers: int = 1,
 ) -> Advice:
@@ -365,13 +427,15 @@ def advise(
         round(jobs_per_month * 7 / MONTH_DAYS) if jobs_last_7d is None else jobs_last_7d
     )
     other = round(other_per_month)
+    application = application or Figure(0.0, "no application traffic given")
+    app = round(application.value)
     rows: list[ModeRow] = []
 
     def row(
         key: str, label: str, interval: int | None, idle: float, job: float, basis: str
     ) -> ModeRow:
         idle_i, job_i = round(idle), round(job)
-        total = idle_i + job_i + other
+        total = idle_i + job_i + other + app
         return ModeRow(
             key=key,
             label=label,
@@ -380,6 +444,7 @@ def advise(
             idle_commands=idle_i,
             job_commands=job_i,
             other_commands=other,
+            application_commands=app,
             total=total,
             percent_of_budget=100.0 * total / budget if budget else 0.0,
             fits=total <= budget,
@@ -435,6 +500,7 @@ def advise(
         other_per_month=other_per_month,
         workers=workers,
         costs=costs,
+        application=application,
     )
 
 

@@ -23,6 +23,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from ops.models import QuotaIncident
+from ops.usage import provider
 from ops.usage.quota_errors import is_quota_exhausted
 from ops.usage.redis_client import CommandMeter, close_client, make_client
 
@@ -76,8 +77,10 @@ def succeeded(gate_: Gate) -> None:
 
 
 def note_quota_error(source: str, exc: BaseException) -> QuotaIncident:
-    """Record one "quota exhausted" answer: open the incident or count it."""
+    """Record one "quota exhausted" answer: open the incident or count it, and
+    keep the provider's `Usage: N` figure it carries (ops/usage/provider.py)."""
     now = timezone.now()
+    provider.record_from_error(exc, at=now)
     message = str(exc)[:1000]
     for _ in range(3):
         updated = QuotaIncident.objects.filter(closed_at__isnull=True).update(

@@ -2,7 +2,8 @@
 it is heading.
 
 Everything here except `read_server_stats` is computed from CommandUsage rows
-(written by ops/usage/metering.py) and DrainRun rows: reading these figures costs no
+(written by ops/usage/metering.py), DrainRun rows and the provider's figures
+(ProviderUsageReading, ops/usage/provider.py): reading these figures costs no
 Redis command, which matters on a Redis billed per command. Every function
 takes `now` so that tests can pin the clock.
 
@@ -37,7 +38,8 @@ from django.db.models import Min, Q, Subquery, Sum
 from django.utils import timezone
 
 from ops.models import CommandUsage, Source
-from ops.usage import incidents
+from ops.usage import incidents, provider
+from ops.usage.period import Period, billing_period
 from ops.usage.quota_errors import is_quota_exhausted
 from ops.usage.redis_client import (
     UNBILLED_COMMANDS,
@@ -63,45 +65,8 @@ def _hours(delta: timedelta) -> float:
     return delta.total_seconds() / 3600
 
 
-def _add_months(moment: datetime, months: int) -> datetime:
-    index = moment.year * 12 + moment.month - 1 + months
-    return moment.replace(year=index // 12, month=index % 12 + 1)
-
-
 def _percent(part: float, whole: float) -> float:
     return 100.0 * part / whole if whole else 0.0
-
-
-# --- The billing period ----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Period:
-    start: datetime
-    end: datetime
-
-    @property
-    def hours(self) -> float:
-        return _hours(self.end - self.start)
-
-    def hours_left(self, now: datetime) -> float:
-        return max(0.0, _hours(self.end - now))
-
-    def days(self) -> list[date]:
-        first = self.start.date()
-        return [first + timedelta(days=i) for i in range((self.end - self.start).days)]
-
-
-def billing_period(now: datetime, start_day: int | None = None) -> Period:
-    """The period `now` falls in: [start day 00:00 UTC, same day next month)."""
-    day = settings.QUOTA_PERIOD_START_DAY if start_day is None else start_day
-    if not 1 <= day <= 28:
-        raise ValueError(f"the period start day must be 1..28, got {day}")
-    now = now.astimezone(UTC)
-    start = datetime(now.year, now.month, day, tzinfo=UTC)
-    if now < start:
-        start = _add_months(start, -1)
-    return Period(start=start, end=_add_months(start, 1))
 
 
 # --- Summary: the banner's figures, in one database query -----------------------
@@ -284,11 +249,18 @@ class Report:
     # More jobs this period could take before the projection reaches the budget.
     headroom_jobs: int
     unbilled: int = 0
+    truth: Truth | None = None
 
 
-def report(now: datetime | None = None, *, costs: Any | None = None) -> Report:
+def report(
+    now: datetime | None = None,
+    *,
+    costs: Any | None = None,
+    stats: ServerStats | None = None,
+) -> Report:
     """Everything the quota page shows but the advisor. `costs` (an
-    ops.usage.advisor.Costs) saves a query when the caller already measured them."""
+    ops.usage.advisor.Costs) saves a query when the caller already measured
+    them; `stats`, the server's own count when the caller read it."""
     # Imported here: the advisor reads no quota figures, but quota needs the
     # advisor's per-job cost for the headroom.
     from ops.usage import advisor
@@ -339,7 +311,9 @@ def report(now: datetime | None = None, *, costs: Any | None = None) -> Report:
         exhausted_on = head.runs_out_at.date() if head.runs_out_at else None
 
     per_job = (costs or advisor.measured_costs(now)).per_job
-    headroom = max(0, head.budget - head.projected_total)
+    unseen = provider.unseen(now, period.start, period.end)
+    truth_ = truth(head, by_source, unseen, stats)
+    headroom = max(0, head.budget - truth_.projected_total)
     return Report(
         summary=head,
         by_source=by_source,
@@ -349,6 +323,132 @@ def report(now: datetime | None = None, *, costs: Any | None = None) -> Report:
         per_job_source=per_job.note,
         headroom_jobs=math.floor(headroom / per_job.value) if per_job.value else 0,
         unbilled=sum(u for _, u in per_source.values()),
+        truth=truth_,
+    )
+
+
+# --- The larger truth: the console's meters and what others spent --------------
+
+APPLICATION_SOURCES = provider.APPLICATION_SOURCES
+
+TRUTH_PROVIDER = "provider"
+TRUTH_SERVER = "server"
+TRUTH_METERS = "meters"
+
+
+@dataclass(frozen=True)
+class Truth:
+    """Used this period by the console, by the application through metered
+    clients, and by everyone else (what the provider or the server counted
+    beyond our meters), and the month projected on the larger of the counts.
+
+    * With a monthly provider figure: used = max(metered, the figure + metered
+      since it); others' rate = unseen / hours from the period start to it.
+    * With only a daily figure: used = metered + that day's unseen; its rate
+      likewise over that day.
+    * With neither, the server's INFO commandstats when this page read it:
+      others' rate = (server's count - ours) / hours since the server started
+      (their total is not this period's, so it adds to the rate only).
+    * Else the meters alone: others are not seen at all.
+    """
+
+    metered: int  # every meter, this period (Summary.used)
+    console: int  # the console's own sources
+    application: int  # APPLICATION_SOURCES
+    unseen: provider.Unseen
+    others: int  # counted by the provider or the server, seen by no meter
+    others_per_hour: float
+    basis: str  # TRUTH_PROVIDER, TRUTH_SERVER or TRUTH_METERS
+    basis_note: str
+    used: int
+    per_hour: float  # the metered rate + others' rate
+    projected_total: int
+    budget: int
+
+    @property
+    def used_percent(self) -> float:
+        return _percent(self.used, self.budget)
+
+    @property
+    def projected_percent(self) -> float:
+        return _percent(self.projected_total, self.budget)
+
+    @property
+    def projected_over_budget(self) -> bool:
+        return self.projected_total >= self.budget
+
+    @property
+    def larger_than_meters(self) -> bool:
+        return self.used > self.metered or self.others_per_hour > 0
+
+    def as_json(self) -> dict[str, Any]:
+        reading = self.unseen.reading
+        return {
+            "basis": self.basis,
+            "basisNote": self.basis_note,
+            "usedByConsole": self.console,
+            "usedByApplicationMetered": self.application,
+            "usedByOthers": self.others,
+            "othersPerHour": round(self.others_per_hour, 3),
+            "used": self.used,
+            "usedPercent": round(self.used_percent, 2),
+            "perHour": round(self.per_hour, 3),
+            "projectedPeriodTotal": self.projected_total,
+            "projectedPercent": round(self.projected_percent, 2),
+            "providerReading": None
+            if reading is None
+            else {
+                "at": reading.at.isoformat(),
+                "used": reading.used,
+                "limit": reading.limit,
+                "kind": reading.kind,
+                "origin": reading.origin,
+            },
+        }
+
+
+def truth(
+    head: Summary,
+    by_source: list[SourceUsage],
+    unseen: provider.Unseen,
+    stats: ServerStats | None = None,
+) -> Truth:
+    application = sum(s.commands for s in by_source if s.source in APPLICATION_SOURCES)
+    console = head.used - application
+    hours_left = head.period.hours_left(head.now)
+    if unseen.known:
+        basis, others, others_rate = TRUTH_PROVIDER, unseen.commands, unseen.per_hour
+        if unseen.monthly:
+            assert unseen.reading is not None
+            used = max(head.used, unseen.reading.used + unseen.metered_since)
+        else:
+            used = head.used + unseen.commands
+        note = unseen.basis()
+    elif stats is not None and stats.enabled and not stats.error and stats.since:
+        basis, others, used = TRUTH_SERVER, stats.others, head.used
+        others_rate = stats.others / max(1.0, _hours(head.now - stats.since))
+        note = (
+            f"the server's INFO commandstats: {stats.all_clients:,} since "
+            f"{stats.since:%Y-%m-%d %H:%M} UTC, {stats.project:,} of them metered"
+        )
+    else:
+        basis, others, others_rate, used = TRUTH_METERS, 0, 0.0, head.used
+        note = "the meters only: commands sent without a metered client are not seen"
+    rate = head.rates.current + others_rate
+    projected = max(head.projected_total, used + round(rate * hours_left))
+    return Truth(
+        metered=head.used,
+        console=console,
+        application=application,
+        unseen=unseen,
+        others=others,
+        others_per_hour=others_rate,
+        basis=basis,
+        basis_note=note,
+        used=used,
+        per_hour=rate,
+        projected_total=projected,
+        budget=head.budget,
     )
 
 
@@ -384,6 +484,7 @@ def as_json(rep: Report, advice: Any | None = None) -> dict[str, Any]:
         "perJobCommands": round(rep.per_job_commands, 2),
         "perJobSource": rep.per_job_source,
         "headroomJobs": rep.headroom_jobs,
+        "truth": rep.truth.as_json() if rep.truth else None,
     }
     if advice is not None:
         data["advisor"] = advice.as_json()
@@ -411,10 +512,15 @@ class ServerStats:
         return max(0, self.all_clients - self.project)
 
 
-def read_server_stats(now: datetime | None = None) -> ServerStats:
-    """Read INFO server + INFO commandstats (both unbilled). The only function
-    here that talks to Redis; called only when QUOTA_SERVER_STATS is on."""
-    if not settings.QUOTA_SERVER_STATS:
+def read_server_stats(
+    now: datetime | None = None, *, asked: bool = False
+) -> ServerStats:
+    """Read `INFO all` (one command, unbilled: the server's uptime and its
+    commandstats in one reply). The only function here that talks to Redis;
+    called by the quota page when QUOTA_SERVER_STATS is on, or when a user
+    pressed its "read the server's count" button (`asked`), never on an idle
+    path."""
+    if not (settings.QUOTA_SERVER_STATS or asked):
         return ServerStats(enabled=False)
     if incidents.open_incident() is not None:
         # An exhausted provider may refuse even INFO; the incident's probe
@@ -424,8 +530,10 @@ def read_server_stats(now: datetime | None = None) -> ServerStats:
     meter = CommandMeter(Source.CONSOLE)
     client = make_client(meter)
     try:
-        uptime = int(client.info("server").get("uptime_in_seconds", 0))
-        stats = client.info("commandstats")
+        # "all" rather than "server" and "commandstats": one command, and
+        # servers before Redis 7 take a single section only.
+        stats = client.info("all")
+        uptime = int(stats.get("uptime_in_seconds", 0))
     except redis.RedisError as exc:
         if is_quota_exhausted(exc):
             # The provider refused even an unbilled command: that is the
@@ -443,6 +551,8 @@ def read_server_stats(now: datetime | None = None) -> ServerStats:
     for key, values in stats.items():
         # "cmdstat_get", "cmdstat_client|setinfo": the command is the part
         # before "|". Rejected calls count too: the provider bills what is sent.
+        if not key.startswith("cmdstat_"):
+            continue
         name = key.removeprefix("cmdstat_").split("|", 1)[0].upper()
         if name in UNBILLED_COMMANDS or not isinstance(values, dict):
             continue

@@ -28,6 +28,7 @@ from redis.connection import (
     parse_url,
 )
 
+from ops.models import Source
 from ops.usage.metering import count_for_page, recorder
 
 # Upstash documents these as not billed (docs/redis-billing.md).
@@ -133,20 +134,80 @@ _METERED = {
 }
 
 
-def make_client(meter: CommandMeter, *, url: str | None = None) -> redis.Redis:
-    """A Redis client whose connections send no handshake and count commands."""
+# Options that would bring the connection handshake back (see the top).
+_HANDSHAKE_OPTIONS = frozenset({"protocol", "driver_info", "lib_name", "lib_version"})
+
+
+def _metered_pool(
+    meter: CommandMeter, url: str | None, options: dict[str, Any]
+) -> ConnectionPool:
+    refused = sorted(_HANDSHAKE_OPTIONS & options.keys())
+    if refused:
+        raise TypeError(
+            f"{', '.join(refused)}: a metered client speaks RESP2 without driver "
+            "info, so that connecting sends no billed command"
+        )
     kwargs = parse_url(url or settings.REDIS_URL)
     base_class = kwargs.pop("connection_class", Connection)
-    pool = ConnectionPool(
+    kwargs.update(
+        socket_timeout=settings.REDIS_SOCKET_TIMEOUT_S,
+        socket_connect_timeout=settings.REDIS_SOCKET_TIMEOUT_S,
+    )
+    kwargs.update(options)
+    return ConnectionPool(
         connection_class=_METERED[base_class],
         meter=meter,
         protocol=2,
         driver_info=None,
-        socket_timeout=settings.REDIS_SOCKET_TIMEOUT_S,
-        socket_connect_timeout=settings.REDIS_SOCKET_TIMEOUT_S,
         **kwargs,
     )
-    return redis.Redis(connection_pool=pool)
+
+
+def make_client(
+    meter: CommandMeter, *, url: str | None = None, **options: Any
+) -> redis.Redis:
+    """A Redis client whose connections send no handshake and count commands.
+
+    `options` are redis-py connection options (`decode_responses=True`,
+    `socket_timeout=…`); the ones that would add a handshake are refused."""
+    return redis.Redis(connection_pool=_metered_pool(meter, url, options))
+
+
+def metered_redis(
+    url: str | None = None, *, source: str = Source.APP, **options: Any
+) -> redis.Redis:
+    """The one line for application code with its own redis-py client:
+
+        from ops.usage.redis_client import metered_redis
+        r = metered_redis()  # instead of redis.Redis.from_url(REDIS_URL)
+
+    Every command it sends is booked under `source` (default "app") and shows
+    on the quota page. `url` defaults to REDIS_URL; `options` are redis-py's
+    (e.g. decode_responses=True). It speaks RESP2, so that connecting costs no
+    command: code relying on RESP3-only replies must keep its own client."""
+    if source not in Source.values:
+        raise ValueError(
+            f"source must be one of {', '.join(Source.values)}, not {source!r}"
+        )
+    return make_client(CommandMeter(source), url=url, **options)
+
+
+# django-rq's connections: one metered pool per process and REDIS_URL, shared by
+# every client django-rq builds (kaireon/settings.py hands it over through
+# RQ_QUEUES' REDIS_CLIENT_KWARGS). Sharing it also spares each `get_queue()` a
+# fresh TCP connection. redis-py's pool resets itself in a forked child.
+_django_rq_pools: dict[str, ConnectionPool] = {}
+_django_rq_lock = threading.Lock()
+
+
+def django_rq_pool() -> ConnectionPool:
+    url = settings.REDIS_URL
+    with _django_rq_lock:
+        pool = _django_rq_pools.get(url)
+        if pool is None:
+            pool = _metered_pool(CommandMeter(Source.DJANGO_RQ), url, {})
+            _django_rq_pools[url] = pool
+        return pool
 
 
 def close_client(client: redis.Redis) -> None:

@@ -160,3 +160,50 @@ def test_a_superuser_reads_the_quota_page_and_sees_the_incident_banner(
 
     assert SCREENSHOT.stat().st_size > 0
     assert INCIDENT_SCREENSHOT.stat().st_size > 0
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_an_sre_enters_the_providers_figure_in_the_browser(
+    live_server, settings, browser_page: Page, admin_login
+) -> None:
+    from playwright.sync_api import expect
+
+    page = browser_page
+    now = timezone.now()
+    start_day = _period_start_day_some_days_ago(now)
+    settings.QUOTA_PERIOD_START_DAY = start_day
+    settings.QUOTA_MONTHLY_BUDGET = 500_000
+    settings.QUOTA_SERVER_STATS = False
+    _fill_period(now, start_day)
+    User.objects.create_superuser("boss", password="correct horse battery")
+    quota_path = "/admin/ops/commandusage/quota/"
+    admin_login(
+        page, live_server.url, "boss", "correct horse battery", next_path=quota_path
+    )
+    expect(page.locator("#ops-used-others")).to_have_text("unknown")
+    expect(page.locator("#ops-blind-spots")).to_contain_text(
+        "No provider figure is recorded this period"
+    )
+
+    form = page.locator("#ops-reading-form")
+    form.locator("#id_used").fill("-5")
+    form.locator("#ops-reading-submit").click()
+    expect(form.locator(".errorlist")).to_contain_text("greater than or equal to 0")
+
+    form.locator("#id_used").fill("450000")
+    form.locator("#ops-reading-submit").click()
+
+    expect(page.locator(".messagelist")).to_contain_text(
+        "Recorded the provider's monthly figure 450,000"
+    )
+    expect(page.locator("#ops-truth")).to_have_attribute("data-basis", "provider")
+    expect(page.locator("#ops-truth-used")).to_contain_text("450,000")
+    expect(page.locator("#ops-blind-spots")).to_contain_text(
+        "(450,000, monthly) is the best total we have"
+    )
+    expect(page.locator('#ops-readings tr[data-origin="manual"]')).to_contain_text(
+        "boss"
+    )
+    # 450,000 this early in the period projects far past the budget.
+    expect(page.locator("#ops-truth")).to_contain_text("over the budget")

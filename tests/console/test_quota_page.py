@@ -8,18 +8,20 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.contrib.admin.models import ADDITION, LogEntry
 from django.contrib.auth.models import Permission, User
 from django.test import Client, RequestFactory
 from django.utils import timezone
 
 from ops.console.context_processors import banner_for
-from ops.models import CommandUsage, DrainRun, QuotaIncident
+from ops.models import CommandUsage, DrainRun, ProviderUsageReading, QuotaIncident
 from ops.usage import incidents, quota
 
 QUOTA_URL = "/admin/ops/commandusage/quota/"
 USAGE_URL = "/admin/ops/commandusage/"
 INCIDENTS_URL = "/admin/ops/quotaincident/"
 RUNS_URL = "/admin/ops/drainrun/"
+READINGS_URL = "/admin/ops/providerusagereading/"
 
 
 # The pages read the clock through ops.usage.quota.current_time: pinned here, so the
@@ -163,9 +165,11 @@ def test_server_stats_are_read_with_unbilled_info_only(
     )
     assert all_clients >= 5
     assert re.search(r'id="ops-server-project">40<', html)
-    assert wire.snapshot() == {"AUTH": 1, "INFO": 2}
+    # One INFO ("all": uptime and commandstats in one reply), and the AUTH.
+    assert wire.snapshot() == {"AUTH": 1, "INFO": 1}
     assert wire.billed() == 0
-    assert "This page spent 0 Redis commands (3 unbilled: AUTH and INFO" in _text(html)
+    assert "This page spent 0 Redis commands (2 unbilled: AUTH and INFO" in _text(html)
+    assert 'data-basis="server"' in html
 
 
 def test_server_stats_are_skipped_while_an_incident_is_open(
@@ -359,3 +363,218 @@ def test_the_banner_is_lazy_pages_that_do_not_show_it_read_nothing(
         context = quota_banner(request)
     with django_assert_num_queries(2):
         assert context["ops_quota"].visible
+
+
+# --- Who used the budget: the provider's figure and what the page cannot see ----------
+
+
+def _figure(html: str, element_id: str) -> int:
+    match = re.search(rf'id="{element_id}">([\d,]+)', html)
+    assert match, f"no #{element_id}"
+    return int(match.group(1).replace(",", ""))
+
+
+def test_without_any_figure_the_page_says_others_are_unknown(
+    admin_client: Client,
+) -> None:
+    add(300, "console")
+    add(80, "django-rq")
+    html = admin_client.get(QUOTA_URL).content.decode()
+    assert 'data-basis="meters"' in html
+    assert _figure(html, "ops-used-console") == 300
+    assert _figure(html, "ops-used-application") == 80
+    assert re.search(r'id="ops-used-others">unknown<', html)
+    text = _text(html)
+    assert (
+        "What this page cannot see: commands sent by processes outside this console "
+        "that do not use a metered client"
+    ) in text
+    assert "No provider figure is recorded this period" in text
+
+
+def test_a_quota_errors_usage_figure_lands_on_the_quota_page(
+    admin_client: Client, fault, monkeypatch
+) -> None:
+    # The figure is recorded at the real time: the page must look at it then.
+    monkeypatch.setattr(quota, "current_time", timezone.now)
+    fault.exhaust()
+    with incidents.guarded_read("console") as read:
+        read.execute([("llen", "rq:queue:batch-jobs")])
+    assert read.quota_exhausted
+
+    html = admin_client.get(QUOTA_URL).content.decode()
+
+    reading = ProviderUsageReading.objects.get()
+    assert (reading.used, reading.limit, reading.kind, reading.origin) == (
+        500_000,
+        500_000,
+        "monthly",
+        "error",
+    )
+    assert 'data-basis="provider"' in html
+    # The meters saw (next to) nothing; the provider counted the whole budget.
+    assert _figure(html, "ops-truth-used") == 500_000
+    assert _figure(html, "ops-used-others") == 500_000
+    assert "100.0 %" in _text(re.search(r'id="ops-truth".*?</table>', html, re.S)[0])
+    text = _text(html)
+    assert (
+        f"The provider's figure of {reading.at:%Y-%m-%d %H:%M} UTC (500,000, monthly) "
+        "is the best total we have"
+    ) in text
+    assert re.search(r'<tr data-origin="error">.*?500,000', html, re.S)
+
+
+@pytest.fixture
+def recorder_user(db) -> tuple[User, Client]:
+    user = User.objects.create_user("sre", password="pw", is_staff=True)
+    user.user_permissions.add(
+        *Permission.objects.filter(
+            content_type__app_label="ops",
+            codename__in=["view_commandusage", "add_providerusagereading"],
+        )
+    )
+    client = Client()
+    client.force_login(user)
+    return user, client
+
+
+def test_an_sre_enters_the_providers_figure_and_the_projection_follows_it(
+    recorder_user,
+) -> None:
+    user, client = recorder_user
+    add(1_000, "drain-check", hours_ago=30)
+    html = client.get(QUOTA_URL).content.decode()
+    assert 'id="ops-reading-form"' in html
+    metered_projection = _figure(html, "ops-truth-projected")
+    assert metered_projection == _figure(html, "ops-projected")
+
+    response = client.post(
+        QUOTA_URL,
+        {
+            "used": "120000",
+            "kind": "monthly",
+            "limit": "500000",
+            "at": "2025-03-10 06:00",  # UTC, what the dashboard showed then
+            "note": "dashboard",
+        },
+    )
+
+    assert response.status_code == 302
+    reading = ProviderUsageReading.objects.get()
+    assert (reading.used, reading.limit, reading.origin, reading.entered_by) == (
+        120_000,
+        500_000,
+        "manual",
+        user,
+    )
+    assert reading.at == datetime(2025, 3, 10, 6, 0, tzinfo=UTC)
+    entry = LogEntry.objects.get()
+    assert entry.action_flag == ADDITION
+    assert entry.user == user
+    assert entry.content_type.model == "providerusagereading"
+    assert entry.object_id == str(reading.pk)
+    assert "Entered the provider's figure" in entry.change_message
+
+    html = client.get(QUOTA_URL).content.decode()
+    assert "Recorded the provider&#x27;s monthly figure 120,000" in html
+    assert 'data-basis="provider"' in html
+    # 1,000 metered by then: 119,000 unseen in the 222 h since Mar 1, at
+    # 536/h on top of the metered rate for the 515.7 h left.
+    assert _figure(html, "ops-used-others") == 119_000
+    assert _figure(html, "ops-truth-used") == 120_000
+    assert _figure(html, "ops-truth-projected") > 120_000 + 536 * 515
+    assert _figure(html, "ops-truth-projected") > metered_projection
+
+
+@pytest.mark.parametrize(
+    ("data", "field", "message"),
+    [
+        ({"used": "-5", "kind": "monthly"}, "used", "greater than or equal to 0"),
+        ({"used": "lots", "kind": "monthly"}, "used", "Enter a whole number"),
+        ({"kind": "monthly"}, "used", "This field is required"),
+        ({"used": "10", "kind": "weekly"}, "kind", "Select a valid choice"),
+        ({"used": "10", "kind": "monthly", "limit": "0"}, "limit", "greater than"),
+        ({"used": "10", "kind": "monthly", "at": "yesterday"}, "at", "valid date"),
+        ({"used": "10", "kind": "monthly", "at": "2999-01-01 00:00"}, "at", "future"),
+        ({"used": "1" + "0" * 20, "kind": "monthly"}, "used", "less than or equal"),
+    ],
+)
+def test_bad_input_is_a_form_error_never_a_500(
+    recorder_user, data, field, message
+) -> None:
+    _, client = recorder_user
+    response = client.post(QUOTA_URL, data)
+    assert response.status_code == 200
+    errors = response.context["reading_form"].errors
+    assert field in errors and message in " ".join(errors[field])
+    assert "errorlist" in response.content.decode()
+    assert ProviderUsageReading.objects.count() == 0
+    assert LogEntry.objects.count() == 0
+
+
+def test_a_view_only_user_sees_no_form_and_cannot_post(db) -> None:
+    viewer = _staff("viewer", "view_commandusage")
+    html = viewer.get(QUOTA_URL).content.decode()
+    assert 'id="ops-reading-form"' not in html
+    response = viewer.post(QUOTA_URL, {"used": "5", "kind": "monthly"})
+    assert response.status_code == 403
+    assert ProviderUsageReading.objects.count() == 0
+
+
+def test_provider_figures_are_history_that_the_admin_cannot_edit_or_delete(
+    admin_client: Client,
+) -> None:
+    reading = ProviderUsageReading.objects.create(
+        at=NOW, used=7, kind="monthly", origin="manual"
+    )
+    assert admin_client.get(READINGS_URL).status_code == 200
+    assert admin_client.get(READINGS_URL + "add/").status_code == 403
+    detail = admin_client.get(f"{READINGS_URL}{reading.pk}/change/")
+    assert detail.status_code == 200
+    assert 'name="_save"' not in detail.content.decode()
+    assert (
+        admin_client.post(
+            f"{READINGS_URL}{reading.pk}/change/", {"used": "1"}
+        ).status_code
+        == 403
+    )
+    assert admin_client.post(f"{READINGS_URL}{reading.pk}/delete/").status_code == 403
+    assert ProviderUsageReading.objects.get().used == 7
+
+
+@pytest.mark.parametrize("changelist", [USAGE_URL, INCIDENTS_URL])
+def test_usage_rows_and_incidents_cannot_be_edited_or_deleted(
+    admin_client: Client, changelist
+) -> None:
+    """Issue 12: history is never edited or deleted from the UI."""
+    add(5)
+    incidents.note_quota_error("console", Exception("max requests limit exceeded"))
+    model = CommandUsage if changelist == USAGE_URL else QuotaIncident
+    row = model.objects.get()
+    listing = admin_client.get(changelist).content.decode()
+    assert "delete_selected" not in listing
+    assert admin_client.post(f"{changelist}{row.pk}/delete/").status_code == 403
+    # The bulk action is not offered, and asking for it anyway deletes nothing.
+    admin_client.post(
+        changelist, {"action": "delete_selected", "_selected_action": [row.pk]}
+    )
+    assert model.objects.filter(pk=row.pk).exists()
+    assert admin_client.post(f"{changelist}{row.pk}/change/", {}).status_code == 403
+
+
+def test_the_server_stats_button_reads_one_info_only_when_asked(
+    admin_client: Client, wire, raw_redis
+) -> None:
+    for i in range(7):
+        raw_redis.set(f"other-app-{i}", i)  # another application's commands
+
+    html = admin_client.get(QUOTA_URL).content.decode()
+    assert wire.total == 0  # a plain view reads nothing from Redis
+    assert 'id="ops-read-server-stats" href="?server_stats=1"' in html
+
+    html = admin_client.get(QUOTA_URL, {"server_stats": "1"}).content.decode()
+    assert wire.snapshot() == {"AUTH": 1, "INFO": 1}
+    assert 'data-basis="server"' in html
+    # No meter saw the other application's commands: all of them are others'.
+    assert _figure(html, "ops-used-others") == _figure(html, "ops-server-all")
+    assert _figure(html, "ops-used-others") >= 7

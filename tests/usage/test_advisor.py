@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from ops.models import CommandUsage, DrainRun
+from ops.models import CommandUsage, DrainRun, ProviderUsageReading
 from ops.usage import advisor
 from ops.usage.advisor import Costs, Figure
 
@@ -202,18 +202,20 @@ def test_with_benchmark_figures_a_busy_drain_pays_its_fixed_part():
 
 def test_other_redis_use_is_added_to_every_row(db):
     CommandUsage.objects.create(
-        hour=NOW - timedelta(hours=3), source="enqueue", commands=500
-    )
-    CommandUsage.objects.create(
         hour=NOW - timedelta(hours=50), source="console", commands=200
     )
-    CommandUsage.objects.create(hour=NOW - timedelta(hours=5), source="api", commands=0)
-    # Mode costs and old rows are not "other".
+    CommandUsage.objects.create(
+        hour=NOW - timedelta(hours=3), source="api", commands=500
+    )
+    # Mode costs, the application's traffic and old rows are not "other".
     CommandUsage.objects.create(
         hour=NOW - timedelta(hours=2), source="drain-check", commands=9_999
     )
     CommandUsage.objects.create(
-        hour=NOW - timedelta(days=8), source="enqueue", commands=9_999
+        hour=NOW - timedelta(hours=2), source="enqueue", commands=7
+    )
+    CommandUsage.objects.create(
+        hour=NOW - timedelta(days=8), source="console", commands=9_999
     )
 
     advice = advisor.advice_now(NOW)
@@ -222,7 +224,83 @@ def test_other_redis_use_is_added_to_every_row(db):
     assert advice.other_per_month == pytest.approx(3_000)
     for row in advice.rows:
         assert row.other_commands == other
-        assert row.total == row.idle_commands + row.job_commands + other
+        assert row.application_commands == round(7 * 30 / 7)
+        assert row.total == (
+            row.idle_commands + row.job_commands + other + row.application_commands
+        )
+
+
+# --- The application's traffic ------------------------------------------------------
+
+
+def test_metered_application_traffic_is_its_own_line_in_every_row(db):
+    for source, commands in (("enqueue", 500), ("django-rq", 200), ("app", 100)):
+        CommandUsage.objects.create(
+            hour=NOW - timedelta(hours=3), source=source, commands=commands
+        )
+    CommandUsage.objects.create(
+        hour=NOW - timedelta(days=8), source="django-rq", commands=9_999
+    )
+
+    advice = advisor.advice_now(NOW)
+
+    assert advice.application.value == pytest.approx(800 * 30 / 7)
+    assert "metered 800 in the last 7 days" in advice.application.note
+    for row in advice.rows:
+        assert row.application_commands == round(800 * 30 / 7)  # 3,429
+        assert row.as_json()["applicationCommands"] == 3_429
+    figures = {what: (value, source) for what, value, source in advice.figures()}
+    assert figures["Application traffic"][0] == "3,429 commands/month"
+    assert advice.summary_json()["applicationPerMonth"] == pytest.approx(3_428.6)
+
+
+def test_a_provider_figure_puts_what_no_meter_saw_in_the_month(db):
+    """The provider counted 217,000 by Mar 10 00:00, our meters 1,000: 216,000
+    unseen in the 216 h since the period began, 1,000 an hour, 720,000 in a
+    30-day month, which no mode fits in a 500,000 budget."""
+    CommandUsage.objects.create(
+        hour=datetime(2025, 3, 9, 10, tzinfo=UTC), source="drain-check", commands=1_000
+    )
+    ProviderUsageReading.objects.create(
+        at=datetime(2025, 3, 10, 0, 0, tzinfo=UTC),
+        used=217_000,
+        kind="monthly",
+        origin="error",
+    )
+
+    advice = advisor.advice_now(NOW)
+
+    assert advice.application.value == pytest.approx(720_000)
+    assert "216,000 unseen in 216.0 h" in advice.application.note
+    for row in advice.rows:
+        assert row.application_commands == 720_000
+        assert not row.fits
+    assert advice.recommended is None
+
+
+def test_without_measurements_the_assumed_daily_figure_is_used(db, settings):
+    settings.QUOTA_APP_COMMANDS_PER_DAY = 4_000  # runbook §2: 500 calls x ~8
+    advice = advisor.advice_now(NOW)
+    assert advice.application.value == 120_000
+    assert "assumed: QUOTA_APP_COMMANDS_PER_DAY=4,000" in advice.application.note
+    assert all(row.application_commands == 120_000 for row in advice.rows)
+
+
+def test_a_measured_application_rate_wins_over_the_assumption(db, settings):
+    settings.QUOTA_APP_COMMANDS_PER_DAY = 4_000
+    CommandUsage.objects.create(
+        hour=NOW - timedelta(hours=1), source="django-rq", commands=70
+    )
+    advice = advisor.advice_now(NOW)
+    assert advice.application.value == pytest.approx(300)
+    assert "assumed" not in advice.application.note
+
+
+def test_with_nothing_measured_or_assumed_the_line_is_zero_and_says_so(db):
+    advice = advisor.advice_now(NOW)
+    assert advice.application.value == 0
+    assert "QUOTA_APP_COMMANDS_PER_DAY" in advice.application.note
+    assert all(row.application_commands == 0 for row in advice.rows)
 
 
 # --- The recommendation ------------------------------------------------------------

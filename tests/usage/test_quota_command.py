@@ -12,7 +12,7 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
-from ops.models import CommandUsage, DrainRun
+from ops.models import CommandUsage, DrainRun, ProviderUsageReading
 from ops.usage import incidents
 
 NOW = datetime(2025, 3, 10, 12, 0, tzinfo=UTC)
@@ -212,3 +212,38 @@ def test_it_runs_as_a_fresh_process(usage, manage_py) -> None:
     result = manage_py("quota", "--json", "--at", AT)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["used"] == HOURS * 400
+
+
+def test_json_and_text_carry_the_providers_figure_and_the_application_line(
+    usage,
+) -> None:
+    """The provider counted 150,000 at Mar 10 00:00; the meters 86,800 by
+    01:00 (217 hours x 400) and 4,400 since (11 hours x 400)."""
+    ProviderUsageReading.objects.create(
+        at=datetime(2025, 3, 10, tzinfo=UTC),
+        used=150_000,
+        kind="monthly",
+        origin="error",
+    )
+
+    data = json.loads(run("--json", "--at", AT))
+
+    truth = data["truth"]
+    assert truth["basis"] == "provider"
+    assert truth["usedByConsole"] == 91_200
+    assert truth["usedByApplicationMetered"] == 0
+    assert truth["usedByOthers"] == 150_000 - 86_800
+    assert truth["used"] == 150_000 + 4_400
+    assert truth["othersPerHour"] == pytest.approx(63_200 / 216, abs=0.001)
+    # The advisor's application line: the unseen rate over a 30-day month.
+    app = round(63_200 / 216 * 720)
+    assert data["advisorSummary"]["applicationPerMonth"] == pytest.approx(app, abs=1)
+    assert {row["applicationCommands"] for row in data["advisor"]} == {app}
+    assert all(not row["fits"] for row in data["advisor"])
+
+    text = run("--at", AT)
+    assert "with others' use 154,400 used" in text.splitlines()[0]
+    assert re.search(
+        r"By whom\s+console 91,200, application \(metered\) 0, others 63,200", text
+    )
+    assert "Application traffic: 210,667 commands/month" in text

@@ -1,11 +1,13 @@
-"""The Redis quota in the console: the usage rows, the quota incidents and the
-quota page (usage against the budget, a daily chart with the projection, usage
-by source and the mode advisor).
+"""The Redis quota in the console: the usage rows, the quota incidents, the
+provider's figures and the quota page (usage against the budget, a daily chart
+with the projection, usage by source and by whom, the provider's figure and
+its form, and the mode advisor).
 
 Looking at any of it costs database queries only: every figure comes from
-CommandUsage and DrainRun rows (ops/usage/quota.py, ops/usage/advisor.py). The
-one optional exception is the server's own counters (QUOTA_SERVER_STATS=1),
-read with two INFO commands, which the provider does not bill.
+CommandUsage, DrainRun and ProviderUsageReading rows (ops/usage/quota.py,
+ops/usage/advisor.py, ops/usage/provider.py). The one exception is the
+server's own counters, read with one INFO command (not billed) on each view
+when QUOTA_SERVER_STATS=1, or once when a user presses the page's button.
 """
 
 from __future__ import annotations
@@ -16,19 +18,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from django import forms
 from django.conf import settings
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
-from ops.models import CommandUsage, QuotaIncident
-from ops.usage import advisor, incidents, quota
+from ops.models import CommandUsage, ProviderUsageReading, QuotaIncident
+from ops.usage import advisor, incidents, provider, quota
 
 QUOTA_URL_NAME = "ops_commandusage_quota"
 
@@ -96,19 +100,53 @@ class CommandUsageAdmin(admin.ModelAdmin):
             *super().get_urls(),
         ]
 
-    def quota_view(self, request: HttpRequest) -> TemplateResponse:
+    def quota_view(self, request: HttpRequest) -> HttpResponse:
+        """GET: the page. POST: record the provider's figure an SRE read on
+        its dashboard (needs ops.add_providerusagereading, not only view)."""
         if not self.has_view_permission(request):
             raise PermissionDenied
+        may_record = may_record_reading(request)
+        form = ProviderReadingForm()
+        if request.method == "POST":
+            if not may_record:
+                raise PermissionDenied
+            form = ProviderReadingForm(request.POST)
+            if form.is_valid():
+                reading = provider.record_manual(**form.values(), by=request.user)
+                # An operator action: it leaves an entry in the admin's log.
+                self.log_addition(
+                    request, reading, f"Entered the provider's figure: {reading}."
+                )
+                self.message_user(
+                    request,
+                    f"Recorded the provider's {reading.kind} figure "
+                    f"{reading.used:,} at {reading.at:%Y-%m-%d %H:%M} UTC.",
+                    messages.SUCCESS,
+                )
+                return HttpResponseRedirect(request.path)
+        return self._render(request, form, may_record)
+
+    def _render(
+        self, request: HttpRequest, form: ProviderReadingForm, may_record: bool
+    ) -> TemplateResponse:
         now = quota.current_time()
+        # The server's own count costs one INFO (not billed): on every view
+        # only when QUOTA_SERVER_STATS is on, else when the button asked.
+        asked = request.method == "GET" and request.GET.get("server_stats") == "1"
+        stats = (
+            quota.read_server_stats(now, asked=asked)
+            if settings.QUOTA_SERVER_STATS or asked
+            else None
+        )
         advice = advisor.advice_now(now)
-        report = quota.report(now, costs=advice.costs)
-        stats = quota.read_server_stats(now) if settings.QUOTA_SERVER_STATS else None
+        report = quota.report(now, costs=advice.costs, stats=stats)
         context = {
             **self.admin_site.each_context(request),
             "title": "Redis quota",
             "opts": self.opts,
             "report": report,
             "summary": report.summary,
+            "truth": report.truth,
             "advice": advice,
             "chart": usage_chart(report),
             "progress": progress_bar(report.summary),
@@ -120,8 +158,105 @@ class CommandUsageAdmin(admin.ModelAdmin):
             "spent_unbilled": stats.unbilled_spent if stats else 0,
             "has_usage_view_permission": self.has_view_permission(request),
             "incident_list_url": reverse("admin:ops_quotaincident_changelist"),
+            "readings": list(ProviderUsageReading.objects.all()[:5]),
+            "readings_url": reverse("admin:ops_providerusagereading_changelist"),
+            "may_view_readings": request.user.has_perm("ops.view_providerusagereading"),
+            "reading_form": form,
+            "may_record": may_record,
         }
         return TemplateResponse(request, "admin/ops/quota.html", context)
+
+
+# --- The provider's figures -----------------------------------------------------
+
+RECORD_READING_PERMISSION = "ops.add_providerusagereading"
+# The largest figure the form takes: far beyond any plan, inside a BigInteger.
+MAX_FIGURE = 10**15
+
+
+def may_record_reading(request: HttpRequest) -> bool:
+    return request.user.has_perm(RECORD_READING_PERMISSION)
+
+
+class ProviderReadingForm(forms.Form):
+    """The figure an SRE reads on the provider's dashboard."""
+
+    used = forms.IntegerField(
+        min_value=0,
+        max_value=MAX_FIGURE,
+        label="Commands used",
+        help_text="The provider's count of billed commands.",
+    )
+    kind = forms.ChoiceField(
+        choices=ProviderUsageReading.Kind.choices,
+        initial=ProviderUsageReading.Kind.MONTHLY,
+        label="Counted over",
+    )
+    limit = forms.IntegerField(
+        min_value=1,
+        max_value=MAX_FIGURE,
+        required=False,
+        label="Limit",
+        help_text="Optional: the plan's limit, as the dashboard shows it.",
+    )
+    at = forms.DateTimeField(
+        required=False,
+        label="As of (UTC)",
+        help_text="When the dashboard showed it, e.g. 2025-03-10 12:00. Empty: now.",
+    )
+    note = forms.CharField(max_length=300, required=False, label="Note")
+
+    def clean_at(self) -> Any:
+        at = self.cleaned_data.get("at")
+        # A figure from the future would pass for the newest one for days.
+        if at is not None and at > timezone.now() + timedelta(minutes=5):
+            raise forms.ValidationError("This moment is in the future.")
+        return at
+
+    def values(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        return {
+            "used": data["used"],
+            "kind": data["kind"],
+            "limit": data["limit"],
+            "at": data["at"],
+            "note": data["note"],
+        }
+
+
+@admin.register(ProviderUsageReading)
+class ProviderUsageReadingAdmin(admin.ModelAdmin):
+    """The provider's figures, as history: recorded from quota errors and from
+    the quota page's form, never edited or deleted here."""
+
+    list_display = ("at", "kind", "used_cell", "limit", "origin", "entered_by", "note")
+    list_filter = ("kind", "origin")
+    readonly_fields = (
+        "at",
+        "kind",
+        "used",
+        "limit",
+        "origin",
+        "entered_by",
+        "note",
+    )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # the quota page's form adds, with its own checks
+
+    def has_change_permission(
+        self, request: HttpRequest, obj: ProviderUsageReading | None = None
+    ) -> bool:
+        return False
+
+    def has_delete_permission(
+        self, request: HttpRequest, obj: ProviderUsageReading | None = None
+    ) -> bool:
+        return False
+
+    @admin.display(description="used", ordering="used")
+    def used_cell(self, obj: ProviderUsageReading) -> SafeString:
+        return format_html("{}", f"{obj.used:,}")
 
 
 # --- Quota incidents ---------------------------------------------------------------

@@ -1,7 +1,8 @@
 """`manage.py quota [--json]`: the quota page's figures on the command line.
 
-Reads the database only (CommandUsage, DrainRun, QuotaIncident): running it
-from a cron job or a monitoring check costs no Redis command.
+Reads the database only (CommandUsage, DrainRun, QuotaIncident,
+ProviderUsageReading): running it from a cron job or a monitoring check costs
+no Redis command.
 """
 
 from __future__ import annotations
@@ -93,6 +94,12 @@ def summary_line(report: quota.Report, incident: QuotaIncident | None) -> str:
         f"({head.used_percent:.1f} %), projected {head.projected_total:,} "
         f"({head.projected_percent:.0f} %) by {head.period.end:%Y-%m-%d}"
     )
+    truth = report.truth
+    if truth is not None and truth.basis != quota.TRUTH_METERS:
+        line += (
+            f"; with others' use {truth.used:,} used, projected "
+            f"{truth.projected_total:,} ({truth.projected_percent:.0f} %)"
+        )
     if head.exhausted:
         line += f"; budget spent on {report.exhausted_on:%Y-%m-%d}"
     elif report.exhausted_on:
@@ -147,6 +154,22 @@ def detail_lines(report: quota.Report, incident: QuotaIncident | None) -> list[s
             f"{incident.count} errors, source {incident.source}",
         ),
     ]
+    truth = report.truth
+    if truth is not None:
+        others = "unknown" if truth.basis == quota.TRUTH_METERS else f"{truth.others:,}"
+        rows += [
+            (
+                "By whom",
+                f"console {truth.console:,}, application (metered) "
+                f"{truth.application:,}, others {others}",
+            ),
+            ("Others from", truth.basis_note),
+            (
+                "Best total",
+                f"{truth.used:,} ({truth.used_percent:.1f} %), projected "
+                f"{truth.projected_total:,} ({truth.projected_percent:.1f} %)",
+            ),
+        ]
     for s in report.by_source:
         rows.append((f"  {s.source}", f"{s.commands:,} ({s.percent:.1f} %)"))
     if report.by_source:
