@@ -142,6 +142,38 @@ class DrainRun(models.Model):
             # recovery looks up running runs.
             models.Index(fields=["status", "-started"], name="drainrun_status_idx"),
             models.Index(fields=["trigger", "-started"], name="drainrun_trigger_idx"),
+            # Scale (issue 15). The admin list's sortable columns: the change
+            # list (ops/console/admin/lists.py) breaks ties by id in the sort's
+            # direction, so one (column, id) index serves both directions.
+            models.Index(
+                fields=["total_processed", "id"], name="drainrun_processed_idx"
+            ),
+            models.Index(fields=["total_failed", "id"], name="drainrun_failed_idx"),
+            models.Index(fields=["redis_commands", "id"], name="drainrun_commands_idx"),
+            # The admin's "deadline hit: yes" filter, newest first (a few runs).
+            models.Index(
+                fields=["-started", "-id"],
+                condition=models.Q(deadline_hit=True),
+                name="drainrun_deadline_idx",
+            ),
+            # The switch check's newest busy drain (ops/inspection/
+            # switch_check.py), however long ago it was: an index range, not a
+            # walk back through every empty drain since.
+            models.Index(
+                fields=["-started", "-id"],
+                condition=models.Q(total_processed__gt=0),
+                name="drainrun_busy_idx",
+            ),
+            # The mode advisor's 30-day and 7-day aggregates (ops/usage/
+            # advisor.py): every column they read is in the index, so
+            # PostgreSQL answers them with an index-only range scan.
+            models.Index(
+                fields=["started", "status", "total_processed", "redis_commands"],
+                name="drainrun_window_idx",
+            ),
+            # PostgreSQL only, created by migration 0013_scale_indexes (a GIN
+            # index SQLite cannot build, so not declared here): a pg_trgm index
+            # on caller, for the admin search's ILIKE '%…%'.
         ]
 
     def __str__(self) -> str:
@@ -260,6 +292,14 @@ class JobRecord(models.Model):
             models.Index(fields=["job_id"], name="jobrecord_job_id_idx"),
             # "Failed jobs in the last 24 h": a status over a time range.
             models.Index(fields=["status", "created"], name="jobrecord_status_idx"),
+            # Scale (issue 15): the admin list's status and queue filters,
+            # newest (highest id) first, and its one sortable column besides
+            # the default (duration, ties by id: ops/console/admin/lists.py).
+            models.Index(fields=["status", "id"], name="jobrecord_status_id_idx"),
+            models.Index(fields=["queue", "id"], name="jobrecord_queue_idx"),
+            models.Index(fields=["duration_ms", "id"], name="jobrecord_duration_idx"),
+            # PostgreSQL only, created by migration 0013_scale_indexes: a
+            # pg_trgm GIN index on exc_message for the admin search.
         ]
 
     def __str__(self) -> str:
@@ -439,6 +479,8 @@ class CommandUsage(models.Model):
         indexes = [
             # Period totals and daily charts scan a time range.
             models.Index(fields=["hour"], name="usage_hour_idx"),
+            # The usage admin's source filter, newest hour first (issue 15).
+            models.Index(fields=["source", "-hour"], name="usage_source_idx"),
         ]
 
     def __str__(self) -> str:
@@ -556,6 +598,8 @@ class WorkerProcess(models.Model):
         indexes = [
             # "Which workers are alive?" (admin, checks, double-consumption guard).
             models.Index(fields=["state", "heartbeat"], name="workerprocess_live_idx"),
+            # The admin list, newest first (issue 15: a row per process start).
+            models.Index(fields=["-started", "-id"], name="workerprocess_started_idx"),
         ]
 
     def __str__(self) -> str:

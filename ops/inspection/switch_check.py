@@ -226,21 +226,42 @@ def _why_it_breaks(run: DrainRun) -> str:
     )
 
 
-def _streak() -> tuple[int, DrainRun | None]:
-    """(empty finished drains newer than the newest non-empty one, that one).
+# A streak is counted up to this many drains (issue 15): the check needs
+# REDIS_SWITCH_MIN_EMPTY_DRAINS of them, and when the last busy drain is a year
+# old an exact count would read every run since.
+STREAK_COUNT_CAP = 10_000
 
-    Two indexed queries whatever the history's length: a cron ticking every
-    minute for months would make a Python loop over the runs slow."""
-    finished = DrainRun.objects.filter(status__in=FINISHED_STATUSES)
-    empty = Q(status__in=EMPTY_STATUSES, total_processed=0)
-    breaker = finished.exclude(empty).order_by("-started", "-pk").first()
-    streak = finished.filter(empty)
+
+def _streak() -> tuple[int, DrainRun | None]:
+    """(empty finished drains newer than the newest non-empty one, up to
+    STREAK_COUNT_CAP; that one).
+
+    Index ranges whatever the history's length: the newest run of each
+    breaking status (the (status, started) index), the newest busy run (the
+    partial index of runs that processed jobs), then a bounded count."""
+    breakers = [
+        DrainRun.objects.filter(status=status).order_by("-started", "-pk").first()
+        for status in FINISHED_STATUSES
+        if status not in EMPTY_STATUSES
+    ]
+    breakers.append(
+        DrainRun.objects.filter(status__in=EMPTY_STATUSES, total_processed__gt=0)
+        .order_by("-started", "-pk")
+        .first()
+    )
+    breaker = max(
+        (run for run in breakers if run is not None),
+        key=lambda run: (run.started, run.pk),
+        default=None,
+    )
+    streak = DrainRun.objects.filter(status__in=EMPTY_STATUSES, total_processed=0)
     if breaker is not None:
         streak = streak.filter(
             Q(started__gt=breaker.started)
             | Q(started=breaker.started, pk__gt=breaker.pk)
         )
-    return streak.count(), breaker
+    cap = max(STREAK_COUNT_CAP, settings.REDIS_SWITCH_MIN_EMPTY_DRAINS)
+    return streak.order_by()[:cap].count(), breaker
 
 
 def _recent() -> list[DrainInStreak]:

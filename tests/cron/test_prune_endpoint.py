@@ -98,3 +98,28 @@ def test_it_needs_a_cron_scope_token(client, settings):
         == 403
     )
     assert client.post(URL).status_code == 401
+
+
+def test_it_reports_its_progress_and_what_is_left(client, monkeypatch):
+    monkeypatch.setattr("ops.cron.retention.BATCH", 2)
+    monkeypatch.setattr("ops.cron.retention.BUDGET_S", 0.0)
+    old = timezone.now() - timedelta(days=31)
+    DrainRun.objects.bulk_create(
+        DrainRun(trigger="cron", status="succeeded", started=old) for _ in range(3)
+    )
+
+    answer = client.post(URL, HTTP_X_CRON_TOKEN=SECRET).json()
+
+    # A budget of 0 starts no batch: nothing deleted, all of it still to do.
+    assert answer["complete"] is False
+    assert answer["remaining"] == {"drainRuns": 3}
+    assert answer["deleted"]["drainRuns"] == 0
+    assert answer["batches"] == 0
+    assert isinstance(answer["durationMs"], int)
+
+    monkeypatch.setattr("ops.cron.retention.BUDGET_S", 30.0)
+    answer = client.post(URL, HTTP_X_CRON_TOKEN=SECRET).json()
+    assert answer["complete"] is True
+    assert answer["remaining"] == {"drainRuns": 0}
+    assert answer["deleted"]["drainRuns"] == 3
+    assert not DrainRun.objects.exists()

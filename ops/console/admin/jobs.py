@@ -21,6 +21,7 @@ from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
 from ops.console.admin.common import JOB_STATUS_COLOURS
+from ops.console.admin.lists import BoundedListMixin, IndexedSearchMixin
 from ops.models import DrainRun, JobRecord, Queue
 
 
@@ -82,7 +83,7 @@ class RunFilter(admin.SimpleListFilter):
 
 
 @admin.register(JobRecord)
-class JobRecordAdmin(admin.ModelAdmin):
+class JobRecordAdmin(BoundedListMixin, IndexedSearchMixin, admin.ModelAdmin):
     list_display = (
         "job_id",
         "queue",
@@ -94,10 +95,17 @@ class JobRecordAdmin(admin.ModelAdmin):
         "run_link",
     )
     list_filter = ("status", QueueFilter, RunFilter)
-    search_fields = ("job_id", "func", "exc_message")
+    # Indexed searches only (issue 15): the exact RQ job id, or part of the
+    # exception message (a trigram index on PostgreSQL).
+    search_fields = ("job_id", "exc_message")
+    search_exact = ("job_id",)
+    search_contains = ("exc_message",)
+    search_help_text = (
+        "An RQ job id, or part of an exception message (3 characters or more)."
+    )
+    # Each sortable column has a (column, id) index (ops/models.py).
+    sortable_by = ("duration",)
     list_select_related = ("run",)
-    # A row per job: no COUNT(*) of the whole table on every page.
-    show_full_result_count = False
     fields = (
         "job_id",
         "queue",

@@ -31,6 +31,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
+from ops.console.admin.lists import BoundedListMixin
 from ops.models import CommandUsage, ProviderUsageReading, QuotaIncident
 from ops.usage import advisor, incidents, provider, quota
 
@@ -45,14 +46,14 @@ def quota_url() -> str:
 
 
 @admin.register(CommandUsage)
-class CommandUsageAdmin(admin.ModelAdmin):
+class CommandUsageAdmin(BoundedListMixin, admin.ModelAdmin):
     """The hourly usage rows, read-only: only the metering recorder writes them."""
 
     list_display = ("hour_cell", "source", "commands_cell", "unbilled_cell")
     list_filter = ("source", "hour")
-    date_hierarchy = "hour"
-    # A row per source per hour: no COUNT(*) of the whole table per page.
-    show_full_result_count = False
+    # A row per source per hour (issue 15): no date hierarchy (a DISTINCT over
+    # the table) and a bounded count (BoundedListMixin); sorted by hour only.
+    sortable_by = ("hour_cell",)
     list_per_page = 100
     readonly_fields = ("hour", "source", "commands", "unbilled")
     change_list_template = "admin/ops/includes/quota_usage_change_list.html"

@@ -20,6 +20,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from ops import runtime
+from ops.console.admin.lists import BoundedListMixin
 from ops.models import ConsoleSettings, Source, WorkerProcess
 from ops.usage import incidents
 from ops.workers import consumers
@@ -45,7 +46,7 @@ class ModeForm(forms.Form):
 
 
 @admin.register(WorkerProcess)
-class WorkerProcessAdmin(admin.ModelAdmin):
+class WorkerProcessAdmin(BoundedListMixin, admin.ModelAdmin):
     list_display = [
         "name",
         "state_badge",
@@ -61,6 +62,8 @@ class WorkerProcessAdmin(admin.ModelAdmin):
     list_filter = ["state", "role", "host"]
     search_fields = ["name", "host", "current_job"]
     show_full_result_count = False
+    # Sorted by start only (the (started, id) index, issue 15).
+    sortable_by = ["started"]
     readonly_fields = [f.name for f in WorkerProcess._meta.fields]
     change_list_template = "admin/ops/workerprocess/change_list.html"
 
