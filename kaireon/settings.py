@@ -75,7 +75,8 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # Django's admin with the console's site (branding, home page, app order).
+    "ops.console.apps.KaireonAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -417,10 +418,17 @@ LOGGING = {
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}
     },
+    "filters": {
+        "quiet_alarm_routine": {
+            "()": "ops.scheduling.routine_logs.QuietAlarmRoutine",
+        },
+    },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {
         # RQ logs every job at INFO; in a drain that is noise on stderr.
         "rq.worker": {"level": "WARNING"},
+        # django-q2's four INFO lines a minute for the alarm check: DEBUG.
+        "django-q": {"filters": ["quiet_alarm_routine"]},
     },
 }

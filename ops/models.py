@@ -17,7 +17,8 @@ class Queue(models.Model):
     name = models.CharField(
         max_length=100,
         unique=True,
-        help_text="The RQ queue name (its Redis list is rq:queue:<name>).",
+        # The admin renders help text as HTML: "<name>" must be escaped to show.
+        help_text="The RQ queue name (its Redis list is rq:queue:&lt;name&gt;).",
     )
     enabled = models.BooleanField(
         default=True, help_text="Disabled queues are skipped by every drain."

@@ -46,6 +46,9 @@ def check_alarm(now: datetime | None = None) -> dict[str, Any]:
     django-q2 calls it without arguments; `now` is for tests."""
     transition = check(now=now, source=Source.OTHER)
     if transition is None:
+        # The routine case, every minute: DEBUG. A change is logged by
+        # notify.check (INFO, or WARNING when it notifies).
+        log.debug("missed-tick alarm checked: state unchanged")
         return {"changed": False}
     return {
         "changed": True,
