@@ -77,7 +77,8 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # Django's admin with the console's site (branding, home page, app order).
+    "ops.console.apps.KaireonAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -454,7 +455,12 @@ if LOG_FORMAT not in ("text", "json"):
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"context": {"()": "ops.logcontext.ContextFilter"}},
+    "filters": {
+        "context": {"()": "ops.logcontext.ContextFilter"},
+        "quiet_alarm_routine": {
+            "()": "ops.scheduling.routine_logs.QuietAlarmRoutine",
+        },
+    },
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
         "json": {
@@ -476,5 +482,7 @@ LOGGING = {
     "loggers": {
         # RQ logs every job at INFO; in a drain that is noise on stderr.
         "rq.worker": {"level": "WARNING"},
+        # django-q2's four INFO lines a minute for the alarm check: DEBUG.
+        "django-q": {"filters": ["quiet_alarm_routine"]},
     },
 }

@@ -17,7 +17,8 @@ class Queue(models.Model):
     name = models.CharField(
         max_length=100,
         unique=True,
-        help_text="The RQ queue name (its Redis list is rq:queue:<name>).",
+        # The admin renders help text as HTML: "<name>" must be escaped to show.
+        help_text="The RQ queue name (its Redis list is rq:queue:&lt;name&gt;).",
     )
     enabled = models.BooleanField(
         default=True, help_text="Disabled queues are skipped by every drain."
@@ -684,6 +685,8 @@ class MetricsCarry(models.Model):
 
     def __str__(self) -> str:
         return f"metrics carried up to {self.watermark}"
+
+
 class ProviderUsageReading(models.Model):
     """The provider's own count of billed commands at a moment: parsed from a
     quota error (`… Limit: 500000, Usage: 500000.`) or entered by an SRE from

@@ -55,6 +55,9 @@ def check_alarm(now: datetime | None = None) -> dict[str, Any]:
     sent = [{"channel": d.channel, "result": d.result} for d in deliveries]
     extra: dict[str, Any] = {"alerts": sent} if sent else {}
     if transition is None:
+        # The routine case, every minute: DEBUG. A change is logged by
+        # notify.check (INFO, or WARNING when it notifies).
+        log.debug("missed-tick alarm checked: state unchanged")
         return {"changed": False, **extra}
     return {
         **extra,

@@ -3,6 +3,8 @@
     python scripts/dev_env.py req-hash FILE    hash of FILE and its -r includes
     python scripts/dev_env.py shell            effective settings, as shell lines
     python scripts/dev_env.py secret-key PATH  make PATH (mode 600) with a new key
+    python scripts/dev_env.py check-bind ADDR  exit 1 with a hint when gunicorn
+                                               could not listen on ADDR (host:port)
 
 `shell` reads the environment and the project's .env the way kaireon/settings.py
 does (process environment first, .env fills the gaps; an empty value counts as
@@ -16,6 +18,7 @@ import hashlib
 import os
 import secrets
 import shlex
+import socket
 import sys
 from pathlib import Path
 
@@ -83,6 +86,35 @@ def secret_key(path: str) -> None:
     print(f"dev: generated a SECRET_KEY in {target} (mode 600)", file=sys.stderr)
 
 
+def bind_problem(address: str) -> str:
+    """Why gunicorn could not listen on `address` (KAIREON_BIND), or "".
+
+    Tries the bind gunicorn will do (SO_REUSEADDR, as gunicorn sets it), so
+    a port held by any listener is found before gunicorn's retries end in
+    "Connection in use" with no word of the variable to change."""
+    if address.startswith(("unix:", "fd://")):
+        return ""  # a socket file or an inherited fd: nothing to probe
+    host, sep, port_text = address.rpartition(":")
+    if not sep:
+        host, port_text = address, "8000"  # gunicorn's default port
+    host = host.strip("[]") or "0.0.0.0"
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        return f"KAIREON_BIND={address!r} is not host:port (e.g. 127.0.0.1:8000)"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, int(port_text)))
+    except OSError as exc:
+        following = int(port_text) + 1 if int(port_text) < 65535 else 8001
+        return (
+            f"cannot listen on {address} ({exc.strerror or exc}): another program "
+            f"uses it. Stop that program, or set KAIREON_BIND to a free address, "
+            f"e.g. KAIREON_BIND={host}:{following} ./dev run"
+        )
+    return ""
+
+
 def main(argv: list[str]) -> int:
     if len(argv) == 2 and argv[0] == "req-hash":
         print(req_hash(argv[1]))
@@ -90,6 +122,11 @@ def main(argv: list[str]) -> int:
         sys.stdout.write(shell())
     elif len(argv) == 2 and argv[0] == "secret-key":
         secret_key(argv[1])
+    elif len(argv) == 2 and argv[0] == "check-bind":
+        problem = bind_problem(argv[1])
+        if problem:
+            print(f"dev: error: {problem}", file=sys.stderr)
+            return 1
     else:
         print(__doc__, file=sys.stderr)
         return 2

@@ -20,10 +20,10 @@ from django.utils.functional import SimpleLazyObject
 from ops.models import QuotaIncident
 from ops.usage import incidents, quota
 
-# Runbook §8, "Resolution paths": (option, effort, cost).
+# The ways out of a spent quota: (option, effort, cost).
 RESOLUTION_PATHS = [
     (
-        "Switch to cron drain: WORKER_INPROCESS=0 + a 5-minute cron (runbook §3)",
+        "Switch to cron drain: WORKER_INPROCESS=0 + a 5-minute cron",
         "30 min",
         "$0",
     ),

@@ -34,6 +34,7 @@ from django.utils import timezone
 from rq.job import Job
 from rq.utils import utcparse
 
+from ops.humanize import duration as _duration
 from ops.models import ConsoleSettings, DrainRun, Source
 from ops.queues import enabled_queue_names, list_key
 from ops.runtime import console_settings
@@ -182,20 +183,6 @@ def backlog_ages(
 
 
 # --- Evaluation ----------------------------------------------------------------
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds < 120:
-        return f"{seconds} s"
-    minutes = seconds // 60
-    if minutes < 120:
-        return f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-    days, hours = divmod(hours, 24)
-    return f"{days} d {hours} h" if hours else f"{days} d"
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ is off, so after downtime a missed slot runs once, not once per missed slot.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,11 +31,10 @@ from django_q.models import OrmQ, Schedule, Task
 from ops.models import ConsoleSettings, DrainRun
 from ops.runtime import console_settings
 from ops.scheduling.alarm import alarm_config
+from ops.scheduling.routine_logs import ALARM_FUNC, ALARM_SCHEDULE
 
 DRAIN_SCHEDULE = "kaireon-drain"
-ALARM_SCHEDULE = "kaireon-alarm"
 DRAIN_FUNC = "ops.tasks.scheduled_drain"
-ALARM_FUNC = "ops.tasks.check_alarm"
 ALARM_CHECK_MINUTES = 1
 MIN_MINUTES = 1
 MAX_MINUTES = 1440
@@ -50,6 +50,9 @@ class SyncResult:
     # "created", "updated", "unchanged", "deleted" or "absent", per row.
     drain: str
     alarm: str
+    # Set by update_settings when turning the schedule off kept the alarm: the
+    # interval it now expects from an external scheduler.
+    kept_alarm_minutes: int | None = None
 
     @property
     def cluster_needed(self) -> bool:
@@ -127,17 +130,32 @@ def update_settings(
     minutes: int,
     expected_interval_minutes: int | None,
     alarm_grace_minutes: int | None,
+    alarm_off: bool = False,
     by: Any = None,
 ) -> SyncResult:
     """Change the schedule and alarm settings, then sync the Schedule rows.
+
+    The schedule and the missed-tick alarm are separate choices: with the
+    schedule off, the alarm watches an external scheduler at
+    `expected_interval_minutes`, and it is turned off only by `alarm_off`.
+    Turning the schedule off with no interval given keeps the alarm at the
+    interval it watched until then (`kept_alarm_minutes` in the result).
+    With the schedule on, the alarm watches the schedule; `alarm_off` then
+    only clears the external interval.
 
     `updated` moves only when a value changed: it is when the alarm was last
     configured, and its "unknown" clock starts there."""
     if not MIN_MINUTES <= minutes <= MAX_MINUTES:
         raise ValueError(f"minutes must be {MIN_MINUTES}..{MAX_MINUTES}")
+    kept: int | None = None
     with transaction.atomic():
         console_settings()  # the row exists from here on
         row = ConsoleSettings.objects.select_for_update().get(pk=1)
+        if alarm_off:
+            expected_interval_minutes = None
+        elif not enabled and expected_interval_minutes is None:
+            kept = alarm_config(row).interval_minutes
+            expected_interval_minutes = kept
         values = {
             "schedule_enabled": enabled,
             "schedule_minutes": minutes,
@@ -151,7 +169,8 @@ def update_settings(
             row.updated = timezone.now()
             row.updated_by = by if getattr(by, "pk", None) else None
             row.save(update_fields=[*changed, "updated", "updated_by"])
-        return sync()
+        result = sync()
+    return dataclasses.replace(result, kept_alarm_minutes=kept)
 
 
 # --- What the admin shows ------------------------------------------------------

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import redis
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 from rq.utils import as_text
 from rq.worker_registration import REDIS_WORKER_KEYS
@@ -52,22 +52,33 @@ def double_consumption_warnings() -> list[str]:
             warnings.append(
                 f"{name} is consumed both by the console's in-process workers and "
                 f"by a dedicated worker ({hosts}): run WORKER_INPROCESS=0 on the "
-                "console when a dedicated worker runs (runbook §6.1)."
+                "console when a dedicated worker runs."
             )
     if live:
+        # Only a drain that overlapped a live worker is a second consumer: one
+        # that finished before the earliest of them started (a switch from
+        # cron-drain to always-on) ran alone. Every live worker is alive now,
+        # so overlapping means finishing after its start, or still running.
+        first_start = min(worker.started for worker in live)
         recent = (
             DrainRun.objects.filter(started__gte=timezone.now() - RECENT_DRAIN)
+            .filter(Q(finished__isnull=True) | Q(finished__gt=first_start))
             .exclude(status=DrainRun.Status.SKIPPED)
             .exclude(total_processed=0)
             .order_by("-started")
             .first()
         )
         if recent is not None:
+            overlapping = sum(
+                1
+                for worker in live
+                if recent.finished is None or recent.finished > worker.started
+            )
             warnings.append(
                 f"A drain ({recent.trigger}, {recent.started:%H:%M} UTC) processed "
-                f"jobs while {len(live)} always-on worker process(es) were running: "
-                "two consumers on the same queues. Stop the drains (cron, schedule) "
-                "or the always-on workers."
+                f"jobs while {overlapping} always-on worker process(es) were "
+                "running: two consumers on the same queues. Stop the drains (cron, "
+                "schedule) or the always-on workers."
             )
         settings_row = runtime.console_settings()
         if settings_row.schedule_enabled and any(

@@ -18,7 +18,6 @@ def footer_cost(html: str) -> int:
 @pytest.mark.parametrize(
     "url",
     [
-        "/admin/",
         "/admin/ops/drainrun/",
         "/admin/ops/tokenversion/",
         "/admin/ops/commandusage/quota/",
@@ -34,6 +33,13 @@ def test_pages_that_do_not_touch_redis_say_zero(admin_client, wire, url):
 def test_the_queue_list_says_what_its_live_depths_cost(admin_client, wire):
     html = admin_client.get("/admin/ops/queue/").content.decode()
     assert footer_cost(html) == wire.billed() == 4 * 5
+
+
+def test_the_home_page_says_what_its_backlog_read_cost(admin_client, wire):
+    # One SORT per queue (ops/inspection/backlog.py); tests/console/test_home.py
+    # has the rest.
+    html = admin_client.get("/admin/").content.decode()
+    assert footer_cost(html) == wire.billed() == 5
 
 
 def test_the_redis_switch_page_says_what_it_cost(admin_client, wire):

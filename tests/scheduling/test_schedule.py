@@ -20,7 +20,7 @@ from ops import tasks
 from ops.engine.enqueue import enqueue_canaries
 from ops.models import ConsoleSettings, DrainRun
 from ops.runtime import console_settings
-from ops.scheduling import schedule
+from ops.scheduling import alarm, schedule
 
 NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 PAGE = "/admin/ops/consolesettings/schedule/"
@@ -243,7 +243,12 @@ def test_the_run_script_steps_work_in_a_fresh_process(manage_py):
     assert "kaireon-drain: created" in synced.stdout
     needed = manage_py("schedule", "--needs-cluster")
     assert needed.returncode == 0, needed.stderr
-    assert manage_py("schedule", "--off").returncode == 0
+    off = manage_py("schedule", "--off")
+    assert off.returncode == 0, off.stderr
+    # The alarm outlives the schedule: its check still needs a cluster.
+    assert "the alarm now expects an external scheduler every 5 min" in off.stdout
+    assert manage_py("schedule", "--needs-cluster").returncode == 0
+    assert manage_py("schedule", "--off", "--no-alarm").returncode == 0
     not_needed = manage_py("schedule", "--needs-cluster")
     assert not_needed.returncode == 3, not_needed.stdout + not_needed.stderr
 
@@ -379,3 +384,70 @@ def test_a_schedule_change_leaves_an_entry_in_the_admin_log():
     entry = LogEntry.objects.get()
     assert "minutes=15" in entry.get_change_message()
     assert entry.user.username
+
+
+# --- The schedule and the alarm are separate choices -------------------------------
+
+
+@pytest.mark.django_db
+def test_turning_the_schedule_off_keeps_the_alarm_watching():
+    configure(schedule_enabled=True, schedule_minutes=10)
+    schedule.sync()
+    result = schedule.update_settings(
+        enabled=False,
+        minutes=10,
+        expected_interval_minutes=None,
+        alarm_grace_minutes=None,
+    )
+    assert result.kept_alarm_minutes == 10
+    row = console_settings()
+    assert row.expected_interval_minutes == 10
+    assert alarm.alarm_config(row).configured
+    # The drain schedule went, the alarm check stayed.
+    assert set(rows()) == {schedule.ALARM_SCHEDULE}
+
+
+@pytest.mark.django_db
+def test_only_an_explicit_choice_turns_the_alarm_off():
+    configure(schedule_enabled=True, schedule_minutes=10)
+    schedule.sync()
+    result = schedule.update_settings(
+        enabled=False,
+        minutes=10,
+        expected_interval_minutes=None,
+        alarm_grace_minutes=None,
+        alarm_off=True,
+    )
+    assert result.kept_alarm_minutes is None
+    assert not alarm.alarm_config(console_settings()).configured
+    assert rows() == {}
+
+
+@pytest.mark.django_db
+def test_the_page_refuses_to_drop_the_alarm_with_the_schedule_unasked():
+    configure(schedule_enabled=True, schedule_minutes=10)
+    schedule.sync()
+    client = _client("view_consolesettings", "change_consolesettings")
+    response = client.post(PAGE, {"schedule_minutes": "10"})  # schedule unticked
+    assert response.status_code == 200
+    assert "expected_interval_minutes" in response.context["form"].errors
+    assert "No missed-tick alarm" in response.content.decode()
+    assert console_settings().schedule_enabled is True  # nothing changed
+
+    response = client.post(PAGE, {"schedule_minutes": "10", "alarm_off": "on"})
+    assert response.status_code == 302
+    row = console_settings()
+    assert (row.schedule_enabled, row.expected_interval_minutes) == (False, None)
+    assert not alarm.alarm_config(row).configured
+
+
+@pytest.mark.django_db
+def test_the_command_keeps_the_alarm_unless_told(capsys):
+    call_command("schedule", "--every", "7")
+    call_command("schedule", "--off")
+    assert console_settings().expected_interval_minutes == 7
+    assert "expects an external scheduler every 7 min" in capsys.readouterr().out
+    call_command("schedule", "--off", "--no-alarm")
+    assert not alarm.alarm_config(console_settings()).configured
+    with pytest.raises(CommandError, match="--no-alarm goes with --off"):
+        call_command("schedule", "--no-alarm")

@@ -70,8 +70,15 @@ class ScheduleForm(forms.Form):
         "External scheduler every (minutes)",
         required=False,
         help_text="When an external cron calls the drain endpoint instead: how often "
-        "its calls should come. Used only while the built-in schedule is off. "
-        "Empty: no missed-tick alarm then.",
+        "its calls should come. The missed-tick alarm watches it while the "
+        "built-in schedule is off.",
+    )
+    alarm_off = forms.BooleanField(
+        label="No missed-tick alarm",
+        required=False,
+        help_text="With the built-in schedule off: nobody is told when drains stop "
+        "arriving. Turning the schedule off does not turn the alarm off; this "
+        "does. (With the schedule on, the alarm always watches it.)",
     )
     alarm_grace_minutes = _minutes_field(
         "Alarm grace (minutes)",
@@ -80,6 +87,23 @@ class ScheduleForm(forms.Form):
         "Empty: one interval.",
     )
 
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if (
+            not data.get("schedule_enabled")
+            and not data.get("alarm_off")
+            and data.get("expected_interval_minutes") is None
+            and "expected_interval_minutes" not in self.errors
+        ):
+            # Two separate choices: the schedule going off must not take the
+            # alarm with it unnoticed.
+            self.add_error(
+                "expected_interval_minutes",
+                "With the built-in schedule off, the missed-tick alarm needs the "
+                'external scheduler\'s interval; or tick "No missed-tick alarm".',
+            )
+        return data
+
     def values(self) -> dict[str, Any]:
         data = self.cleaned_data
         return {
@@ -87,6 +111,7 @@ class ScheduleForm(forms.Form):
             "minutes": data["schedule_minutes"],
             "expected_interval_minutes": data["expected_interval_minutes"],
             "alarm_grace_minutes": data["alarm_grace_minutes"],
+            "alarm_off": bool(data["alarm_off"]),
         }
 
 
@@ -96,6 +121,7 @@ def _initial(row: ConsoleSettings) -> dict[str, Any]:
         "schedule_minutes": row.schedule_minutes,
         "expected_interval_minutes": row.expected_interval_minutes,
         "alarm_grace_minutes": row.alarm_grace_minutes,
+        "alarm_off": not row.schedule_enabled and not row.expected_interval_minutes,
     }
 
 
@@ -157,9 +183,15 @@ class ConsoleSettingsAdmin(admin.ModelAdmin):
                 self.log_change(
                     request, schedule.schedule_info().settings, f"Schedule: {changes}."
                 )
+                kept = (
+                    f" The missed-tick alarm keeps watching: it now expects an "
+                    f"external scheduler every {result.kept_alarm_minutes} min."
+                    if result.kept_alarm_minutes
+                    else ""
+                )
                 self.message_user(
                     request,
-                    f"Saved. Django-Q schedules: {result}.",
+                    f"Saved. Django-Q schedules: {result}.{kept}",
                     messages.SUCCESS,
                 )
                 return HttpResponseRedirect(request.path)

@@ -7,6 +7,7 @@ stated on the page — to show RQ workers this console did not start.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from django import forms
@@ -18,6 +19,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.text import Truncator
 
 from ops import runtime
 from ops.console.admin.lists import BoundedListMixin
@@ -47,16 +49,16 @@ class ModeForm(forms.Form):
 
 @admin.register(WorkerProcess)
 class WorkerProcessAdmin(BoundedListMixin, admin.ModelAdmin):
+    # Short cells so that the list fits 1366 px beside the navigation and the
+    # filters: the process (host:pid, role) under the name, the job id
+    # shortened, one time (the heartbeat); the full values are on the row's
+    # page and in the cells' titles. Long names wrap (change_list.html).
     list_display = [
-        "name",
+        "worker",
         "state_badge",
-        "role",
-        "host",
-        "pid",
         "queue_list",
-        "current_job",
-        "started",
-        "heartbeat",
+        "job_short",
+        "heartbeat_short",
         "restarts",
     ]
     list_filter = ["state", "role", "host"]
@@ -87,6 +89,29 @@ class WorkerProcessAdmin(BoundedListMixin, admin.ModelAdmin):
     @admin.display(description="queues")
     def queue_list(self, obj: WorkerProcess) -> str:
         return format_html("{}", ", ".join(obj.queues))
+
+    @admin.display(description="worker", ordering="name")
+    def worker(self, obj: WorkerProcess) -> str:
+        return format_html(
+            '{}<br><span class="quiet" title="{}">{}:{} · {}</span>',
+            obj.name,
+            obj.get_role_display(),
+            obj.host,
+            obj.pid,
+            obj.role,
+        )
+
+    @admin.display(description="current job")
+    def job_short(self, obj: WorkerProcess) -> str:
+        return format_html(
+            '<span title="{}">{}</span>',
+            obj.current_job,
+            Truncator(obj.current_job).chars(14),
+        )
+
+    @admin.display(description="heartbeat", ordering="heartbeat")
+    def heartbeat_short(self, obj: WorkerProcess) -> str:
+        return _short_time(obj.heartbeat)
 
     def get_urls(self) -> list[URLPattern]:
         return [
@@ -154,6 +179,16 @@ class WorkerProcessAdmin(BoundedListMixin, admin.ModelAdmin):
             "registered": registered,
         }
         return TemplateResponse(request, "admin/ops/workerprocess/mode.html", context)
+
+
+def _short_time(moment: datetime | None) -> str:
+    if moment is None:
+        return "-"
+    return format_html(
+        '<span title="{}">{}</span>',
+        f"{moment:%Y-%m-%d %H:%M:%S} UTC",
+        f"{timezone.localtime(moment):%m-%d %H:%M}",
+    )
 
 
 def _registered_workers() -> consumers.RegisteredWorkers:

@@ -17,15 +17,29 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("queue", help="queue name")
-        parser.add_argument("--count", default="1", metavar="N", help="jobs to enqueue")
         parser.add_argument(
-            "--kind", default="noop", metavar="KIND", help=f"one of {', '.join(KINDS)}"
+            "--count",
+            default="1",
+            metavar="N",
+            help="jobs to enqueue (default: %(default)s)",
         )
         parser.add_argument(
-            "--sleep-ms", default="100", metavar="MS", help="duration of sleep jobs"
+            "--kind",
+            default="noop",
+            metavar="KIND",
+            help=f"one of {', '.join(KINDS)} (default: %(default)s)",
         )
         parser.add_argument(
-            "--timeout", default=None, metavar="S", help="job timeout in seconds"
+            "--sleep-ms",
+            default="100",
+            metavar="MS",
+            help="duration of sleep jobs (default: %(default)s)",
+        )
+        parser.add_argument(
+            "--timeout",
+            default=None,
+            metavar="S",
+            help="job timeout in seconds (default: RQ's, 180)",
         )
         parser.add_argument(
             "--json", action="store_true", help="print the job ids as JSON"

@@ -15,7 +15,11 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--username", default="admin")
+        parser.add_argument(
+            "--username",
+            default="admin",
+            help="the superuser to create when none exists (default: %(default)s)",
+        )
 
     def handle(self, *args: Any, **opts: Any) -> None:
         User = get_user_model()

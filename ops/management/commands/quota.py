@@ -33,7 +33,7 @@ class Command(BaseCommand):
             "--at",
             metavar="ISO-DATETIME",
             help="compute as of this moment instead of now (UTC if no offset), "
-            "e.g. 2025-03-10T12:00:00Z",
+            "e.g. 2025-03-10T12:00:00Z (default: now)",
         )
 
     def handle(self, *args: Any, **opts: Any) -> None:

@@ -21,7 +21,7 @@ _COLUMNS = ("queued", "intermediate", "scheduled", "started", "deferred", "faile
 
 class Command(BaseCommand):
     help = (
-        "Is it safe to move to another Redis now (runbook §6.3)? Checks the "
+        "Is it safe to move to another Redis now? Checks the "
         "empty-drain streak, the jobs still in Redis and the live workers. Costs "
         f"{COST_FORMULA} Redis commands. Exit status: 0 safe, 1 not safe, "
         "4 Redis unreachable."

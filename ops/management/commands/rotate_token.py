@@ -31,7 +31,9 @@ class Command(BaseCommand):
             help=f"hours the previous versions stay valid (default "
             f"{settings.TOKEN_GRACE_HOURS}; 0 = reject them now)",
         )
-        parser.add_argument("--label", default="", help="a note, e.g. 'cron-job.org'")
+        parser.add_argument(
+            "--label", default="", help="a note, e.g. 'cron-job.org' (default: none)"
+        )
         parser.add_argument("--json", action="store_true")
 
     def handle(self, *args: Any, **opts: Any) -> None:

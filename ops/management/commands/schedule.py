@@ -46,10 +46,19 @@ class Command(BaseCommand):
             f"{EXIT_NO_CLUSTER_NEEDED} when not (after syncing)",
         )
         parser.add_argument(
+            "--no-alarm",
+            action="store_true",
+            help="with --off: also turn the missed-tick alarm off (without it, "
+            "the alarm keeps watching at the interval it had, now expected from an "
+            "external scheduler)",
+        )
+        parser.add_argument(
             "--json", action="store_true", help="print the status as JSON"
         )
 
     def handle(self, *args: Any, **opts: Any) -> None:
+        if opts["no_alarm"] and not opts["off"]:
+            raise CommandError("--no-alarm goes with --off", returncode=EXIT_BAD_INPUT)
         row = console_settings()
         if opts["every"] is not None:
             minutes = self._minutes(opts["every"])
@@ -66,8 +75,15 @@ class Command(BaseCommand):
                 minutes=row.schedule_minutes,
                 expected_interval_minutes=row.expected_interval_minutes,
                 alarm_grace_minutes=row.alarm_grace_minutes,
+                alarm_off=opts["no_alarm"],
             )
-            self.stdout.write(f"schedule off ({result})")
+            kept = result.kept_alarm_minutes
+            alarm_note = (
+                f"; the alarm now expects an external scheduler every {kept} min"
+                if kept
+                else ""
+            )
+            self.stdout.write(f"schedule off ({result}){alarm_note}")
         elif opts["sync"]:
             self.stdout.write(f"synced ({schedule.sync()})")
         elif opts["needs_cluster"]:

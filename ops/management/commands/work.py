@@ -40,13 +40,15 @@ class Command(BaseCommand):
             "--poll-s",
             default="30",
             metavar="S",
-            help="how often the worker mode and the queue list are re-read",
+            help="how often the worker mode and the queue list are re-read, "
+            "in seconds (default: %(default)s)",
         )
         parser.add_argument(
             "--stop-grace-s",
             default="60",
             metavar="S",
-            help="on SIGTERM, how long a running job may take to finish",
+            help="on SIGTERM, how long a running job may take to finish, in "
+            "seconds (default: %(default)s)",
         )
 
     def handle(self, *args: Any, **opts: Any) -> None:

@@ -1,0 +1,20 @@
+"""Template filters for the console's pages: `{% load ops_format %}`."""
+
+from __future__ import annotations
+
+from django import template
+
+from ops.humanize import duration as duration_text
+
+register = template.Library()
+
+
+@register.filter
+def duration(seconds: float | None) -> str:
+    """`{{ age_s|duration }}`: "47 min" (ops/humanize.py); "-" for None."""
+    if seconds is None or seconds == "":
+        return "-"
+    try:
+        return duration_text(float(seconds))
+    except (TypeError, ValueError):
+        return "-"
