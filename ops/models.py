@@ -56,6 +56,11 @@ class DrainRun(models.Model):
     - `succeeded`: every job it ran ended well (or there was nothing to do).
     - `skipped`: another drain held the lease; this one did nothing.
     - `abandoned`: its process died while it ran (set by the next drain).
+
+    A drain started from the console is created `queued` and run by a
+    background process (ops/engine/background.py), which moves it to `running`
+    once; while it runs, the engine writes its progress to the row
+    (ops/engine/progress.py: the result columns, `current_jobs`, `progress_at`).
     """
 
     class Trigger(models.TextChoices):
@@ -65,6 +70,7 @@ class DrainRun(models.Model):
         SCHEDULE = "schedule", "Built-in schedule"
 
     class Status(models.TextChoices):
+        QUEUED = "queued", "Queued (its background process is starting)"
         RUNNING = "running", "Running"
         SUCCEEDED = "succeeded", "Succeeded"
         WITH_FAILURES = "with_failures", "Finished with failed jobs"
@@ -127,6 +133,12 @@ class DrainRun(models.Model):
     # running there, or None. A later drain settles them and empties this.
     unsettled_claims = models.JSONField(default=dict, blank=True)
     has_unsettled_claims = models.BooleanField(default=False)
+    # While it runs: queue -> the id of the job running there now (the
+    # progress writer's; emptied when the run finishes).
+    current_jobs = models.JSONField(default=dict, blank=True)
+    progress_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the running drain last wrote progress."
+    )
 
     class Meta:
         ordering = ["-started"]
@@ -140,7 +152,8 @@ class DrainRun(models.Model):
                 name="drainrun_unsettled_idx",
             ),
             # Admin filters by status / trigger, newest first; the lease
-            # recovery looks up running runs.
+            # recovery looks up running runs; Drain now, queued ones
+            # (ops/engine/background.py).
             models.Index(fields=["status", "-started"], name="drainrun_status_idx"),
             models.Index(fields=["trigger", "-started"], name="drainrun_trigger_idx"),
             # Scale (issue 15). The admin list's sortable columns: the change
@@ -211,7 +224,65 @@ class DrainRun(models.Model):
         self.error = error
         self.unsettled_claims = unsettled_claims or {}
         self.has_unsettled_claims = bool(unsettled_claims)
+        self.current_jobs = {}  # nothing runs any more
         self.save()
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in (self.Status.QUEUED, self.Status.RUNNING)
+
+    def claim_queued(self, life: timedelta) -> bool:
+        """Queued -> running, once: a second process given the same run gets
+        False. The time budget counts from now, not from the click. `life`
+        bounds it as the lease does (lease_life), so that a process dying
+        before it takes the lease leaves a run the next drain recovers."""
+        now = timezone.now()
+        taken = DrainRun.objects.filter(pk=self.pk, status=self.Status.QUEUED).update(
+            status=self.Status.RUNNING, started=now, lease_expires=now + life
+        )
+        if taken == 1:
+            self.status, self.started = self.Status.RUNNING, now
+            self.lease_expires = now + life
+        else:
+            self.refresh_from_db()
+        return taken == 1
+
+    def fail_to_start(self, *, error_code: str, error: str) -> bool:
+        """Queued -> failed: its background process could not start or never
+        claimed it. Only while still queued (the process may claim it first)."""
+        failed = DrainRun.objects.filter(pk=self.pk, status=self.Status.QUEUED).update(
+            status=self.Status.FAILED,
+            finished=timezone.now(),
+            error_code=error_code,
+            error=error,
+        )
+        if failed == 1:
+            self.refresh_from_db()
+        return failed == 1
+
+    def note_progress(
+        self,
+        *,
+        queue_results: dict[str, dict[str, int]],
+        redis_commands: int,
+        current_jobs: dict[str, str],
+    ) -> bool:
+        """A running drain's counts so far: one UPDATE, only while it runs
+        (finish() writes the final ones)."""
+        now = timezone.now()
+        written = DrainRun.objects.filter(
+            pk=self.pk, status=self.Status.RUNNING
+        ).update(
+            queue_results=queue_results,
+            total_processed=sum(r["processed"] for r in queue_results.values()),
+            total_failed=sum(r["failed"] for r in queue_results.values()),
+            redis_commands=redis_commands,
+            current_jobs=current_jobs,
+            progress_at=now,
+        )
+        if written:
+            self.progress_at = now  # finish() saves every field: keep it
+        return written == 1
 
     def mark_claims_settled(self) -> None:
         self.unsettled_claims = {}

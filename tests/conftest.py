@@ -113,6 +113,36 @@ def manage_py(transactional_db: None):
     return run
 
 
+@pytest.fixture
+def background_drains(
+    transactional_db: None, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., object]]:
+    """Drains the console starts in the background (a detached `manage.py
+    drain --run-id`, ops/engine/background.py) reach the test database.
+    Returns wait(run_pk, timeout_s=60): the run once it has ended. Waits for
+    the processes at teardown, so that none writes after the test."""
+    import time
+
+    from ops.engine import background
+    from ops.models import DrainRun
+
+    monkeypatch.setenv("DATABASE_URL", database_url())
+
+    def wait(pk: int, timeout_s: float = 60.0) -> DrainRun:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            run = DrainRun.objects.get(pk=pk)
+            if not run.is_active:
+                return run
+            if time.monotonic() > deadline:
+                pytest.fail(f"drain run {pk} still {run.status} after {timeout_s} s")
+            time.sleep(0.05)
+
+    yield wait
+    for proc in list(background._started):
+        proc.wait(timeout=120)
+
+
 @pytest.fixture(autouse=True)
 def _runbook_queues(request: pytest.FixtureRequest) -> None:
     """Transactional tests flush every table afterwards, the data migration's

@@ -32,6 +32,7 @@ from rq.utils import as_text
 
 from ops.engine import children, claims, drain_worker, lean_worker, lease, scheduled
 from ops.engine.drain_options import DrainOptions
+from ops.engine.progress import ProgressWriter
 from ops.engine.records import RecordWriter, parse_record, record_line
 from ops.engine.recovery import fail_started_jobs, forget_worker, requeue_stranded
 from ops.logcontext import bind, scoped
@@ -97,6 +98,7 @@ class _Child:
 class _Outcome:
     tallies: dict[str, _Tally]
     records: RecordWriter
+    progress: ProgressWriter
     deadline_hit: bool = False
     child_billed: int = 0
     errors: list[str] = field(default_factory=list)
@@ -118,6 +120,7 @@ def drain(
     caller: str = "",
     credential: str = "",
     fork_children: bool | None = None,
+    run: DrainRun | None = None,
 ) -> DrainRun:
     """Drain the selected queues once. Returns the finished DrainRun.
 
@@ -127,15 +130,18 @@ def drain(
     ~0.7 s per queue) or spawn them; None (the default) forks when this
     process can be forked safely (see _can_fork), which holds in `manage.py
     drain`, a gunicorn sync worker and a qcluster worker.
+    `run`: a row already created and claimed (running) by the caller, e.g. a
+    console drain run in the background (ops/engine/background.py).
     """
-    run = DrainRun.objects.create(
-        trigger=trigger,
-        requested_by=requested_by if getattr(requested_by, "pk", None) else None,
-        caller=caller[:200],
-        credential=credential[:100],
-        params=options.as_params(),
-        worker_prefix=f"kdrain.{uuid.uuid4().hex[:12]}.",
-    )
+    if run is None:
+        run = DrainRun.objects.create(
+            trigger=trigger,
+            requested_by=requested_by if getattr(requested_by, "pk", None) else None,
+            caller=caller[:200],
+            credential=credential[:100],
+            params=options.as_params(),
+            worker_prefix=f"kdrain.{uuid.uuid4().hex[:12]}.",
+        )
     bind(run_id=run.public_id)
     claim = lease.acquire(run, lease_life(options.max_duration_ms))
     if not claim.acquired:
@@ -159,6 +165,7 @@ def drain(
     outcome = _Outcome(
         tallies={name: _Tally() for name in options.queues},
         records=RecordWriter(run=run),
+        progress=ProgressWriter(run, lambda: meter.billed),
     )
     if fork_children is None:
         fork_children = _can_fork()
@@ -333,6 +340,7 @@ def _drain_with_lease(
         if due.get(name):
             ids = [as_text(j) for j in due[name]]
             depths[name] += scheduled.promote(client, name, ids)
+    outcome.progress.expect(depths)
 
     with_work = [name for name in names if depths[name] > 0]
     worked: set[str] = set(with_work)
@@ -343,6 +351,7 @@ def _drain_with_lease(
         # drain too, while time is left (the lean executor reports them).
         with_work = [name for name in names if outcome.enqueued[name] > 0]
         worked.update(with_work)
+        outcome.progress.expect(outcome.enqueued)
         outcome.enqueued.clear()
         if time.time() >= deadline:
             if with_work:
@@ -658,6 +667,12 @@ def _run_children(
                 if not _read(child, outcome.tallies[child.queue], outcome):
                     finish_child(child)
             outcome.records.flush()
+            if outcome.progress.due():  # at most one UPDATE a second
+                outcome.progress.write(
+                    {n: t.as_dict() for n, t in outcome.tallies.items()},
+                    {c.queue: c.current_job for c in active.values()},
+                    outcome.child_billed + sum(c.billed for c in active.values()),
+                )
             if events and active:
                 # Children report two lines per job; reading them in batches
                 # instead of waking twice per job cuts the parent's CPU per job

@@ -72,3 +72,27 @@ def summary_line(run: DrainRun, *, label: bool = False) -> str:
     if run.error:
         line += f" ({run.error})"
     return line
+
+
+def progress_result(run: DrainRun) -> dict[str, Any]:
+    """What the run page polls while a drain runs (ops/engine/progress.py
+    writes these columns as it goes): database only. `remaining` is an
+    estimate while it runs (jobs found minus jobs run), the queues' lengths
+    once it ends."""
+    results = run.queue_results or {}
+    active = run.is_active
+    return {
+        "runId": str(run.public_id),
+        "status": run.status,
+        "statusLabel": run.get_status_display(),
+        "active": active,
+        "processed": run.total_processed,
+        "failed": run.total_failed,
+        "remaining": sum(r.get("remaining", 0) for r in results.values()),
+        "redisCommands": run.redis_commands,
+        "currentJobs": run.current_jobs or {},
+        "queues": results,
+        "progressAt": run.progress_at.isoformat() if run.progress_at else None,
+        "durationMs": run.duration_ms,
+        "summary": None if active else summary_line(run, label=True),
+    }

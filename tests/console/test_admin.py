@@ -245,9 +245,8 @@ def test_the_drain_page_spends_zero_redis_commands_on_get(
     assert wire.snapshot() == {}
 
 
-@pytest.mark.django_db(transaction=True)
 def test_a_user_with_drain_permission_drains_and_lands_on_the_run(
-    drainer: User, raw_redis: redis.Redis
+    drainer: User, raw_redis: redis.Redis, background_drains
 ) -> None:
     enqueue_canaries("batch-jobs", kind="noop", count=3)
     client = Client()
@@ -263,9 +262,13 @@ def test_a_user_with_drain_permission_drains_and_lands_on_the_run(
         },
     )
 
-    run = DrainRun.objects.get()
+    # The drain is started, not run, by the request: its run page follows it.
+    queued = DrainRun.objects.get()
     assert response.status_code == 302
-    assert response["Location"] == reverse("admin:ops_drainrun_change", args=[run.pk])
+    assert response["Location"] == reverse(
+        "admin:ops_drainrun_change", args=[queued.pk]
+    )
+    run = background_drains(queued.pk)
     assert run.status == DrainRun.Status.SUCCEEDED
     assert run.total_processed == 3
     assert run.trigger == DrainRun.Trigger.ADMIN
@@ -277,7 +280,9 @@ def test_a_user_with_drain_permission_drains_and_lands_on_the_run(
     page = client.get(response["Location"])
     html = page.content.decode()
     assert page.status_code == 200
-    assert "Succeeded: 3 processed, 0 failed, 0 left" in html  # the message
+    assert "The drain runs in the background" in html  # the message
+    assert "Finished</strong>: Succeeded: 3 processed, 0 failed, 0 left" in html
+    assert 'id="ops-run-live"' not in html  # ended: nothing to follow
     assert re.search(r"<td>batch-jobs</td><td>3</td><td>0</td><td>0</td>", html), (
         "per-queue results table"
     )
@@ -333,26 +338,27 @@ def test_the_drain_post_is_csrf_protected(drainer: User) -> None:
     assert DrainRun.objects.count() == 0
 
 
-def test_a_drain_while_another_runs_is_skipped_and_links_the_running_one(
-    drainer_client: Client, holding_run: DrainRun
+def test_a_drain_while_another_runs_is_not_started_and_links_the_running_one(
+    drainer_client: Client, holding_run: DrainRun, wire
 ) -> None:
     page = drainer_client.get(DRAIN_URL)
-    assert "A drain is running now" in page.content.decode()
+    assert "A drain is already running" in page.content.decode()
 
     response = drainer_client.post(DRAIN_URL, {"queues": ["batch-jobs"]})
 
-    run = DrainRun.objects.exclude(pk=holding_run.pk).get()
-    assert run.status == DrainRun.Status.SKIPPED
-    assert response["Location"] == reverse("admin:ops_drainrun_change", args=[run.pk])
-    html = drainer_client.get(response["Location"]).content.decode()
-    # The message (capitalised by the admin template), then the link.
-    assert f"Skipped: drain {holding_run.public_id} is running" in html
+    assert list(DrainRun.objects.all()) == [holding_run]  # no second run
     holding_url = reverse("admin:ops_drainrun_change", args=[holding_run.pk])
+    assert response["Location"] == holding_url
+    html = drainer_client.get(response["Location"]).content.decode()
+    assert "A drain is already running" in html
+    assert "no second drain was started" in html
     assert f'<a href="{holding_url}">{escape(holding_run)}</a>' in html
+    assert 'id="ops-run-live"' in html  # the running one's page follows it
+    assert wire.snapshot() == {}
 
 
 def test_a_drainer_without_view_permission_lands_on_the_index(
-    db: None, client: Client, wire
+    client: Client, wire, background_drains
 ) -> None:
     client.force_login(_staff("cronbot", "drain_queues"))
 
@@ -360,7 +366,7 @@ def test_a_drainer_without_view_permission_lands_on_the_index(
 
     assert response.status_code == 302
     assert response["Location"] == reverse("admin:index")
-    run = DrainRun.objects.get()
+    run = background_drains(DrainRun.objects.get().pk)
     assert run.status == DrainRun.Status.SUCCEEDED
     assert wire.snapshot() == {"AUTH": 1, "EXISTS": 1}  # an idle drain
 
@@ -403,8 +409,9 @@ def test_the_run_list_renders_with_badges_and_totals(admin_client: Client) -> No
     assert row["status_badge"] == "deadline"
     assert 'class="ops-badge ops-status-deadline"' in html
     assert 'title="Stopped at the time budget"' in html
-    assert row["processed"] == "11"
-    assert row["failed"] == "2"
+    assert row["jobs"] == "112 failed"  # 11, then on its own line "2 failed"
+    assert '11<br><strong class="ops-alert">2 failed</strong>' in html
+    assert row["trigger_code"] == "cron"
     assert row["commands"] == "321"
     assert row["duration"] == str(run.duration_ms)
 

@@ -31,7 +31,12 @@ def drain_now(page: Page, url: str) -> None:
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
 def test_an_operator_sees_a_failed_job_requeues_it_and_the_next_drain_runs_it(
-    live_server, raw_redis: redis.Redis, browser_page: Page, admin_login, tmp_path
+    live_server,
+    raw_redis: redis.Redis,
+    browser_page: Page,
+    admin_login,
+    tmp_path,
+    background_drains,
 ) -> None:
     from playwright.sync_api import expect
 
@@ -46,7 +51,9 @@ def test_an_operator_sees_a_failed_job_requeues_it_and_the_next_drain_runs_it(
     # The drain: its run says the job failed.
     drain_now(page, live_server.url)
     expect(page).to_have_url(re.compile(r"/admin/ops/drainrun/\d+/change/$"))
-    expect(page.locator(".field-status_badge .ops-badge")).to_have_text("with_failures")
+    expect(page.locator(".field-status_badge .ops-badge")).to_have_text(
+        "with_failures", timeout=60_000
+    )
     expect(page.locator("body")).to_contain_text(job.id)
 
     # The queue list's failed count leads to the failed-jobs page.
@@ -71,7 +78,10 @@ def test_an_operator_sees_a_failed_job_requeues_it_and_the_next_drain_runs_it(
     # The cause is fixed; the next drain runs the job and it is no longer failed.
     fixed.write_text("ok")
     drain_now(page, live_server.url)
-    expect(page.locator(".field-status_badge .ops-badge")).to_have_text("succeeded")
+    # The run page follows the background drain and reloads at its end.
+    expect(page.locator(".field-status_badge .ops-badge")).to_have_text(
+        "succeeded", timeout=60_000
+    )
     page.screenshot(path=str(SCREENSHOT), full_page=True)
     done = Job.fetch(job.id, connection=raw_redis)
     assert done.get_status() == JobStatus.FINISHED

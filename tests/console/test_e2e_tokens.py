@@ -37,7 +37,7 @@ def _drain(url: str, token: str) -> tuple[int, dict]:
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
 def test_a_token_rotated_in_the_browser_opens_the_drain_endpoint(
-    live_server, browser_page: Page, admin_login
+    live_server, browser_page: Page, admin_login, background_drains
 ) -> None:
     # The fixture has already failed the test if playwright is missing.
     from playwright.sync_api import expect
@@ -70,8 +70,8 @@ def test_a_token_rotated_in_the_browser_opens_the_drain_endpoint(
     page.screenshot(path=str(ROTATE_SCREENSHOT), full_page=True)
     page.click("input[type=submit][name=_rotate]")
 
-    # The answer is the POST itself: the URL has not changed.
-    expect(page).to_have_url(re.compile(r"/admin/ops/tokenversion/rotate/$"))
+    # POST-redirect-GET: the token is on the new version's page, shown once.
+    expect(page).to_have_url(re.compile(r"/admin/ops/tokenversion/\d+/new-token/$"))
     field = page.locator("#ops-new-token")
     expect(field).to_be_visible()
     expect(page.locator("#ops-token-warning")).to_have_text(
@@ -104,9 +104,13 @@ def test_a_token_rotated_in_the_browser_opens_the_drain_endpoint(
     page.click("a.ops-setup-link")
     expect(page.locator("#recipe-curl-1")).to_contain_text(endpoint)
     assert token not in page.content()
-    # The test drain: an idle drain here, answered as the endpoint would.
+    # The test drain: an idle drain here, run in the background, then
+    # answered as the endpoint would (the page follows it by itself).
     page.click("input[type=submit][name=_test_drain]")
-    expect(page.locator("#ops-test-status")).to_have_text("HTTP 200")
+    expect(page).to_have_url(
+        re.compile(r"/admin/ops/tokenversion/scheduler-setup/test/\d+/#ops-test-drain$")
+    )
+    expect(page.locator("#ops-test-status")).to_have_text("HTTP 200", timeout=60_000)
     expect(page.locator("#ops-test-json")).to_contain_text('"status": "succeeded"')
     page.screenshot(path=str(SETUP_SCREENSHOT), full_page=True)
 

@@ -16,6 +16,8 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from ops.console.admin import tokens as token_admin
+from ops.console.admin.tokens import NEW_TOKEN_SESSION_KEY
 from ops.cron import tokens
 from ops.models import TokenVersion
 
@@ -234,13 +236,19 @@ def test_rotating_shows_the_new_token_once_and_keeps_it_nowhere(
     old, old_token = tokens.rotate(scope="drain")
     assert rotator_client.get(ROTATE_URL).status_code == 200
 
-    response = rotator_client.post(
+    posted = rotator_client.post(
         ROTATE_URL, {"scope": "drain", "grace_hours": "6", "label": "cron-job.org"}
     )
 
-    # Rendered, not redirected: no URL carries the token.
+    # Redirected to the version's page (no token in the URL), which shows it.
+    assert posted.status_code == 302
+    new_row = TokenVersion.objects.get(version=2)
+    assert posted["Location"] == reverse(
+        "admin:ops_tokenversion_new_token", args=[new_row.pk]
+    )
+    assert new_row.prefix not in posted["Location"]
+    response = rotator_client.get(posted["Location"])
     assert response.status_code == 200
-    assert "Location" not in response
     cache_control = response["Cache-Control"]
     assert "no-store" in cache_control and "private" in cache_control
     html = response.content.decode()
@@ -249,6 +257,7 @@ def test_rotating_shows_the_new_token_once_and_keeps_it_nowhere(
     assert "it will not be shown again" in html
     assert 'id="ops-copy-token"' in html and "navigator.clipboard.writeText" in html
     assert f'href="{LIST_URL}"' in html
+    assert token not in posted["Location"]
 
     credential = tokens.authenticate(token)
     assert credential is not None and credential.scope == "drain"
@@ -261,7 +270,8 @@ def test_rotating_shows_the_new_token_once_and_keeps_it_nowhere(
         for field in row._meta.concrete_fields:
             value = str(field.value_from_object(row))
             assert token not in value and secret not in value, field.name
-    # Not in a message, the session, the admin history or a later page.
+    # Not in a message, the session (once shown), the admin history or a
+    # later page.
     stored = list(get_messages(response.wsgi_request))
     assert all(token not in str(message) for message in stored)
     assert all(token not in morsel.value for morsel in response.cookies.values())
@@ -292,10 +302,66 @@ def test_a_zero_grace_rejects_the_old_version_at_once(
 ) -> None:
     _, old_token = tokens.rotate(scope="cron")
 
-    response = rotator_client.post(ROTATE_URL, {"scope": "cron", "grace_hours": "0"})
+    response = rotator_client.post(
+        ROTATE_URL, {"scope": "cron", "grace_hours": "0"}, follow=True
+    )
 
     assert tokens.authenticate(_new_token(response.content.decode())).scope == "cron"
     assert tokens.authenticate(old_token) is None
+
+
+def test_a_reload_after_rotating_shows_no_token_and_creates_no_version(
+    rotator_client: Client,
+) -> None:
+    posted = rotator_client.post(ROTATE_URL, {"scope": "drain", "grace_hours": "1"})
+    first = rotator_client.get(posted["Location"])
+    token = _new_token(first.content.decode())
+
+    # Reloading the token page, twice, as the back and forward buttons would.
+    for _ in range(2):
+        again = rotator_client.get(posted["Location"])
+        assert again.status_code == 200
+        assert "no-store" in again["Cache-Control"]
+        html = again.content.decode()
+        assert 'id="ops-new-token"' not in html
+        assert token not in html
+        assert 'id="ops-token-already-shown"' in html
+        assert "rotate again" in html
+
+    assert TokenVersion.objects.count() == 1  # one rotation, one version
+    assert tokens.authenticate(token) is not None  # still the valid one
+    for session in Session.objects.all():
+        assert NEW_TOKEN_SESSION_KEY not in session.get_decoded()
+
+
+def test_a_new_token_not_fetched_in_time_is_never_shown(
+    rotator_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    posted = rotator_client.post(ROTATE_URL, {"scope": "drain", "grace_hours": "1"})
+    monkeypatch.setattr(token_admin, "NEW_TOKEN_MAX_AGE_S", -1)
+
+    page = rotator_client.get(posted["Location"])
+
+    html = page.content.decode()
+    assert 'id="ops-new-token"' not in html
+    assert 'id="ops-token-already-shown"' in html
+    for session in Session.objects.all():
+        assert NEW_TOKEN_SESSION_KEY not in session.get_decoded()
+
+
+def test_only_rotators_see_a_new_token_page(
+    rotator_client: Client, viewer_client: Client
+) -> None:
+    posted = rotator_client.post(ROTATE_URL, {"scope": "drain", "grace_hours": "1"})
+
+    assert viewer_client.get(posted["Location"]).status_code == 403
+    assert rotator_client.get("/admin/ops/tokenversion/999/new-token/").status_code == (
+        404
+    )
+    # The rotator's token is still waiting for the rotator.
+    assert (
+        'id="ops-new-token"' in rotator_client.get(posted["Location"]).content.decode()
+    )
 
 
 @pytest.mark.parametrize(

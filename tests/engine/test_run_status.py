@@ -242,15 +242,18 @@ def test_it_finds_runs_that_hit_the_deadline_whatever_their_status(admin_client)
     assert "cron failures in time" not in html
 
 
-def test_drain_now_warns_when_jobs_failed(admin_client, rq_client):
+def test_drain_now_says_when_jobs_failed(admin_client, rq_client, background_drains):
     rq("dsar-jobs", rq_client).enqueue("ops.jobs.fail")
 
-    response = admin_client.post(DRAIN_URL, {"queues": ["dsar-jobs"]}, follow=True)
+    response = admin_client.post(DRAIN_URL, {"queues": ["dsar-jobs"]})
+    background_drains(DrainRun.objects.get().pk)
 
-    html = response.content.decode()
+    html = admin_client.get(response["Location"]).content.decode()
     assert DrainRun.objects.get().status == S.WITH_FAILURES
     assert re.search(
-        r'<li class="warning">Finished with failed jobs: 1 processed, 1 failed', html
+        r'id="ops-run-state"><strong>Finished</strong>: '
+        r"Finished with failed jobs: 1 processed, 1 failed",
+        html,
     )
 
 

@@ -12,6 +12,7 @@ from ops.models import DrainRun, JobRecord
 DRAIN_PERMISSION = "ops.drain_queues"
 
 STATUS_COLOURS = {
+    DrainRun.Status.QUEUED: "#64748b",  # a Drain now whose process is starting
     DrainRun.Status.RUNNING: "#2563eb",
     DrainRun.Status.SUCCEEDED: "#15803d",
     # Orange-red: between the deadline's amber and a failed drain's red.

@@ -6,6 +6,12 @@ Looking and acting are separate permissions: `view_drainrun` shows runs,
 so the queue list reads all its depths in one pipeline
 (ops/inspection/queue_stats.py) and says what it spent; the other pages send
 none.
+
+"Drain now" answers at once: the drain runs in a background process
+(ops/engine/background.py) and the run's page follows it by polling a JSON
+view of the row (database only). Starting a drain leaves an audit entry; so do
+the queue edits (the admin's own change history); a queue named by history
+(runs or job records) keeps its name.
 """
 
 from __future__ import annotations
@@ -18,10 +24,12 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, OuterRef, QuerySet, Subquery
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
+from django.utils.cache import add_never_cache_headers
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
@@ -33,20 +41,13 @@ from ops.console.admin.common import (
     can_drain,
 )
 from ops.console.admin.lists import BoundedListMixin, IndexedSearchMixin, month_filter
-from ops.engine.drain import drain
+from ops.engine import background
 from ops.engine.drain_options import DrainOptionError, parse_options
 from ops.engine.lease import DRAIN_LEASE
-from ops.engine.results import summary_line
+from ops.engine.results import progress_result, summary_line
 from ops.inspection.queue_stats import COMMANDS_PER_QUEUE, QueueDepth, queue_depths
 from ops.models import DrainRun, JobRecord, Lease, Queue
 from ops.queues import enabled_queue_names
-
-MESSAGE_LEVELS = {
-    DrainRun.Status.SUCCEEDED: messages.SUCCESS,
-    DrainRun.Status.WITH_FAILURES: messages.WARNING,
-    DrainRun.Status.DEADLINE: messages.WARNING,
-    DrainRun.Status.SKIPPED: messages.WARNING,
-}
 
 # A depth cell when Redis could not be read (the page says why).
 UNKNOWN = format_html('<span class="quiet" title="Redis unavailable">{}</span>', "?")
@@ -102,8 +103,41 @@ def _depth_cell(field_name: str, description: str, alert: bool = False) -> Any:
     return cell
 
 
+def queue_history(name: str) -> tuple[int, int]:
+    """(drain runs, job records) that name the queue: database only. A run
+    names every queue it was asked to drain (its per-queue results)."""
+    runs = DrainRun.objects.filter(queue_results__has_key=name).count()
+    records = JobRecord.objects.filter(queue=name).count()
+    return runs, records
+
+
+class QueueForm(forms.ModelForm):
+    class Meta:
+        model = Queue
+        fields = "__all__"
+
+    def clean_name(self) -> str:
+        name: str = self.cleaned_data["name"]
+        old = self.instance.name if self.instance.pk else None
+        if old is None or name == old:
+            return name
+        runs, records = queue_history(old)
+        if runs or records:
+            # The history says what happened to "old": renaming the row would
+            # make it describe another queue (and RQ's list keeps the old name).
+            raise forms.ValidationError(
+                f"{old} has history ({runs} drain run{'s' if runs != 1 else ''}, "
+                f"{records} job record{'s' if records != 1 else ''}), which names "
+                f"it: it cannot be renamed. Add a queue named {name} instead, and "
+                f"disable {old} once it is empty.",
+                code="has_history",
+            )
+        return name
+
+
 @admin.register(Queue)
 class QueueAdmin(admin.ModelAdmin):
+    form = QueueForm
     list_display = (
         "name",
         "enabled",
@@ -269,16 +303,16 @@ def _default_options(enabled: list[str]) -> dict[str, Any]:
 
 @admin.register(DrainRun)
 class DrainRunAdmin(BoundedListMixin, IndexedSearchMixin, admin.ModelAdmin):
+    # Seven narrow columns: the list fits at 1366 px beside the navigation
+    # and the filters (tests/console/test_e2e_drain_now.py).
     list_display = (
         "started_at",
         "status_badge",
-        "trigger",
+        "trigger_code",
         "requested",
-        "processed",
-        "failed",
+        "jobs",
         "duration",
         "commands",
-        "deadline",
     )
     # "deadline hit" finds the runs stopped at their time budget whatever their
     # status (failed jobs win over the deadline: DrainRun's docstring).
@@ -293,7 +327,7 @@ class DrainRunAdmin(BoundedListMixin, IndexedSearchMixin, admin.ModelAdmin):
         month_filter("started"),
     )
     list_select_related = ("requested_by",)
-    sortable_by = ("started_at", "processed", "failed", "commands")
+    sortable_by = ("started_at", "jobs", "commands")
     # The caller holds the console user's name too ("admin <user>").
     search_fields = ("caller",)
     search_contains = ("caller",)
@@ -326,7 +360,7 @@ class DrainRunAdmin(BoundedListMixin, IndexedSearchMixin, admin.ModelAdmin):
                     "total_failed",
                     "queue_results_table",
                     "redis_commands",
-                    "deadline_hit",
+                    "deadline_text",
                     "recovered_jobs",
                 )
             },
@@ -338,7 +372,10 @@ class DrainRunAdmin(BoundedListMixin, IndexedSearchMixin, admin.ModelAdmin):
         ),
         (
             "Internals",
-            {"classes": ("collapse",), "fields": ("worker_prefix", "lease_expires")},
+            {
+                "classes": ("collapse",),
+                "fields": ("worker_prefix", "lease_expires", "progress_at"),
+            },
         ),
     )
     # A run is a record: every field shown is read-only.
@@ -368,7 +405,7 @@ class DrainRunAdmin(BoundedListMixin, IndexedSearchMixin, admin.ModelAdmin):
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj: DrainRun) -> SafeString:
         # The short code keeps the column narrow; the label is the tooltip.
-        return format_html(
+        badge = format_html(
             '<span class="ops-badge ops-status-{}" style="background:{}" '
             'title="{}">{}</span>',
             obj.status,
@@ -376,6 +413,16 @@ class DrainRunAdmin(BoundedListMixin, IndexedSearchMixin, admin.ModelAdmin):
             obj.get_status_display(),
             obj.status,
         )
+        if obj.deadline_hit and obj.status != DrainRun.Status.DEADLINE:
+            # Failed jobs win over the deadline (DrainRun's docstring): say
+            # both here rather than in a column of its own.
+            return format_html(
+                '{} <span class="ops-deadline-note" title="{}">{}</span>',
+                badge,
+                "It also stopped at its time budget with jobs left.",
+                "+ deadline",
+            )
+        return badge
 
     # None renders as the admin's empty value ("-").
     @admin.display(description="requested by")
@@ -394,26 +441,37 @@ class DrainRunAdmin(BoundedListMixin, IndexedSearchMixin, admin.ModelAdmin):
     def duration_ms(self, obj: DrainRun) -> SafeString:
         return self.duration(obj) or self.get_empty_value_display()
 
-    # Short headers: the list must fit beside the filter sidebar.
-    @admin.display(description="processed", ordering="total_processed")
-    def processed(self, obj: DrainRun) -> SafeString:
-        return format_html("{}", obj.total_processed)
+    @admin.display(description="trigger", ordering="trigger")
+    def trigger_code(self, obj: DrainRun) -> SafeString:
+        # The short code keeps the column narrow; the label is the tooltip.
+        return format_html(
+            '<span title="{}">{}</span>', obj.get_trigger_display(), obj.trigger
+        )
 
-    @admin.display(description="failed", ordering="total_failed")
-    def failed(self, obj: DrainRun) -> SafeString:
+    # Short headers: the list must fit beside the filter sidebar.
+    @admin.display(description="jobs", ordering="total_processed")
+    def jobs(self, obj: DrainRun) -> SafeString:
+        """Jobs run, and below, in red, how many of them failed."""
         if obj.total_failed:
             return format_html(
-                '<strong class="ops-alert">{}</strong>', obj.total_failed
+                '{}{}<strong class="ops-alert">{} failed</strong>',
+                obj.total_processed,
+                LINE_BREAK,
+                obj.total_failed,
             )
-        return format_html("{}", obj.total_failed)
+        return format_html("{}", obj.total_processed)
 
     @admin.display(description="Redis cmds", ordering="redis_commands")
     def commands(self, obj: DrainRun) -> SafeString:
         return format_html("{}", obj.redis_commands)
 
-    @admin.display(description="deadline", boolean=True, ordering="deadline_hit")
-    def deadline(self, obj: DrainRun) -> bool:
-        return obj.deadline_hit
+    # Words, not the admin's boolean icons: "no" is the good outcome here, and
+    # a red cross would say the opposite.
+    @admin.display(description="deadline hit")
+    def deadline_text(self, obj: DrainRun) -> str:
+        if obj.deadline_hit:
+            return "Yes: it stopped at its time budget (see what was left per queue)."
+        return "No"
 
     @admin.display(description="per queue")
     def queue_results_table(self, obj: DrainRun) -> SafeString:
@@ -521,6 +579,15 @@ class DrainRunAdmin(BoundedListMixin, IndexedSearchMixin, admin.ModelAdmin):
     ) -> HttpResponse:
         if obj is not None:
             context.update(_run_jobs_context(request, obj))
+            if obj.status == DrainRun.Status.QUEUED:
+                background.fail_stale(obj)  # its process never came: say so
+            context["run_live"] = obj.is_active
+            context["progress_url"] = reverse(
+                "admin:ops_drainrun_progress", args=[obj.pk]
+            )
+            context["run_summary"] = (
+                None if obj.is_active else summary_line(obj, label=True)
+            )
         return super().render_change_form(request, context, add, change, form_url, obj)
 
     def get_urls(self) -> list[URLPattern]:
@@ -531,15 +598,31 @@ class DrainRunAdmin(BoundedListMixin, IndexedSearchMixin, admin.ModelAdmin):
                 self.admin_site.admin_view(self.drain_view),
                 name="ops_drainrun_drain",
             ),
+            path(
+                "<int:object_id>/progress/",
+                self.admin_site.admin_view(self.progress_view),
+                name="ops_drainrun_progress",
+            ),
             *super().get_urls(),
         ]
 
-    def drain_view(self, request: HttpRequest) -> HttpResponse:
-        """GET: the options and a confirmation. POST: drain, then show the run.
+    def progress_view(self, request: HttpRequest, object_id: int) -> JsonResponse:
+        """A run's counts so far, as JSON, for its page to poll while it runs.
+        From its row only: 0 Redis commands. Those who may start a drain may
+        follow it, even without the view permission (the test drain)."""
+        if not (self.has_view_permission(request) or can_drain(request)):
+            raise PermissionDenied
+        run = get_object_or_404(DrainRun, pk=object_id)
+        if run.status == DrainRun.Status.QUEUED:
+            background.fail_stale(run)
+        response = JsonResponse(progress_result(run))
+        add_never_cache_headers(response)
+        return response
 
-        The drain runs inside this request; gunicorn's timeout is set above the
-        longest a drain can take (kaireon/gunicorn.conf.py).
-        """
+    def drain_view(self, request: HttpRequest) -> HttpResponse:
+        """GET: the options and a confirmation. POST: start the drain in the
+        background and show its run's page, which follows it; while a drain
+        runs, say so and show that one instead of starting another."""
         if not can_drain(request):
             raise PermissionDenied
         enabled = enabled_queue_names()
@@ -551,42 +634,65 @@ class DrainRunAdmin(BoundedListMixin, IndexedSearchMixin, admin.ModelAdmin):
                 except DrainOptionError as exc:
                     form.add_option_error(exc)
                 else:
-                    run = drain(
+                    started = background.start(
                         trigger=DrainRun.Trigger.ADMIN,
                         options=options,
                         requested_by=request.user,
                         caller=f"admin {request.user}",
                     )
-                    self.message_user(
-                        request,
-                        summary_line(run, label=True),
-                        MESSAGE_LEVELS.get(run.status, messages.ERROR),
-                    )
-                    if self.has_view_permission(request, run):
-                        url = reverse("admin:ops_drainrun_change", args=[run.pk])
-                    else:
-                        url = reverse("admin:index")
-                    return HttpResponseRedirect(url)
+                    return self._after_start(request, started)
         else:
             form = DrainForm(enabled=enabled, initial=_default_options(enabled))
         return self._render_drain_page(request, form, enabled)
+
+    def _after_start(
+        self, request: HttpRequest, started: background.Start
+    ) -> HttpResponseRedirect:
+        run = started.run or started.running
+        if started.run is None:
+            self.message_user(
+                request,
+                format_html(
+                    "A drain is already running{}: no second drain was started.",
+                    format_html(" ({})", _run_link(run.pk, run)) if run else "",
+                ),
+                messages.WARNING,
+            )
+        else:
+            params = started.run.params
+            self.log_addition(
+                request,
+                started.run,
+                f"Drain now: started in the background "
+                f"(queues {', '.join(params['queues']) or '-'}; "
+                f"time budget {params['maxDurationMs']} ms)",
+            )
+            self.message_user(
+                request,
+                "The drain runs in the background; this page follows it.",
+                messages.INFO,
+            )
+        if run is not None and self.has_view_permission(request, run):
+            return HttpResponseRedirect(
+                reverse("admin:ops_drainrun_change", args=[run.pk])
+            )
+        return HttpResponseRedirect(reverse("admin:index"))
 
     def _render_drain_page(
         self, request: HttpRequest, form: DrainForm, enabled: list[str]
     ) -> TemplateResponse:
         # Database only: showing this page must cost no Redis command.
+        busy, holder = background.running_drain()
         lease = Lease.objects.filter(name=DRAIN_LEASE).first()
         if lease is not None and not lease.is_held():
             lease = None
-        holder = (
-            DrainRun.objects.filter(public_id=lease.holder).first() if lease else None
-        )
         context = {
             **self.admin_site.each_context(request),
             "title": "Drain now",
             "opts": self.opts,
             "form": form,
             "enabled": enabled,
+            "busy": busy,
             "lease": lease,
             "holder": holder,
             "has_view_permission": self.has_view_permission(request),

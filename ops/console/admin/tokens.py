@@ -6,14 +6,24 @@ Looking and acting are separate permissions, as for drains: `view_tokenversion`
 shows the list and the recipes; `ops.rotate_tokenversion` rotates and revokes;
 the test drain also needs `ops.drain_queues`.
 
-A new token exists only in the one response that shows it: never in a URL, a
-redirect, a message, the session, a log entry or a column, and that response
-is `no-store`. Environment tokens are only ever reported as set or not set.
+Rotation is POST-redirect-GET, so that a reload or the back button never
+rotates again: the POST rotates and redirects to the version's "new token"
+page, which shows the token once. Between the two the token waits in the
+user's server-side session, and only there (never in a URL, a message, a log
+entry or a column); the GET takes it out (a reload then says it was shown and
+how to get another), and one not fetched within NEW_TOKEN_MAX_AGE_S is never
+shown. The page that shows it is `no-store`. Environment tokens are only ever
+reported as set or not set.
+
+The test drain runs in the background like "Drain now" (ops/engine/background.py):
+the POST starts it and redirects to the setup page for that run, which
+follows it and then shows the endpoint's answer.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -34,16 +44,21 @@ from django.utils.safestring import SafeString
 
 from ops.console.admin.common import DRAIN_PERMISSION, LINE_BREAK, can_drain
 from ops.cron import recipes, tokens
-from ops.engine.drain import drain
+from ops.engine import background
 from ops.engine.drain_options import DrainOptionError, parse_options
-from ops.engine.results import drain_answer
+from ops.engine.results import drain_answer, summary_line
 from ops.models import DrainRun, TokenVersion
 
 ROTATE_PERMISSION = "ops.rotate_tokenversion"
 # The bound of manage.py rotate_token and of the TOKEN_GRACE_HOURS setting.
 MAX_GRACE_HOURS = 24 * 90
-# Short: the test drain runs inside the admin request, like "Drain now".
+# Short: a test shows that the endpoint's drain works, it does not clear queues.
 TEST_DRAIN_BUDGET_MS = 10_000
+# Where a new token waits between the rotation's POST and the GET showing it.
+NEW_TOKEN_SESSION_KEY = "ops.new_token"
+# A new token the GET did not fetch within this long is dropped unshown: the
+# rotation's answer was lost, and rotating again is the way out.
+NEW_TOKEN_MAX_AGE_S = 600
 
 STATE_COLOURS = {
     TokenVersion.State.ACTIVE: "#15803d",
@@ -366,6 +381,16 @@ class TokenVersionAdmin(admin.ModelAdmin):
                 name="ops_tokenversion_scheduler_setup",
             ),
             path(
+                "scheduler-setup/test/<int:run_id>/",
+                wrap(self.scheduler_setup_view),
+                name="ops_tokenversion_scheduler_test",
+            ),
+            path(
+                "<int:object_id>/new-token/",
+                wrap(self.new_token_view),
+                name="ops_tokenversion_new_token",
+            ),
+            path(
                 "<int:object_id>/revoke/",
                 wrap(self.revoke_view),
                 name="ops_tokenversion_revoke",
@@ -374,7 +399,8 @@ class TokenVersionAdmin(admin.ModelAdmin):
         ]
 
     def rotate_view(self, request: HttpRequest) -> HttpResponse:
-        """GET: the form and what will happen. POST: rotate, show the token once."""
+        """GET: the form and what will happen. POST: rotate, then redirect to
+        the page showing the new token once."""
         if not can_rotate(request):
             raise PermissionDenied
         now = timezone.now()
@@ -388,7 +414,19 @@ class TokenVersionAdmin(admin.ModelAdmin):
                     label=data["label"],
                     created_by=request.user,
                 )
-                return self._render_new_token(request, row, token, data["grace_hours"])
+                # The history entry names the version, never the token.
+                self.log_addition(
+                    request, row, f"Rotated: {row.scope} v{row.version} ({row.prefix}…)"
+                )
+                request.session[NEW_TOKEN_SESSION_KEY] = {
+                    "pk": row.pk,
+                    "token": token,
+                    "grace_hours": data["grace_hours"],
+                    "at": time.time(),
+                }
+                return HttpResponseRedirect(
+                    reverse("admin:ops_tokenversion_new_token", args=[row.pk])
+                )
         else:
             form = RotateForm(
                 initial={
@@ -412,14 +450,38 @@ class TokenVersionAdmin(admin.ModelAdmin):
             scopes=_after_rotation(timedelta(hours=grace_hours), now),
         )
 
+    def new_token_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        """The new token of a rotation, once: the first GET after the rotation
+        takes it out of the session; any later one (a reload, the back and
+        forward buttons) says it was shown, and never rotates."""
+        if not can_rotate(request):
+            raise PermissionDenied
+        row = get_object_or_404(TokenVersion, pk=object_id)
+        pending = request.session.get(NEW_TOKEN_SESSION_KEY)
+        token = None
+        if isinstance(pending, dict) and pending.get("pk") == row.pk:
+            del request.session[NEW_TOKEN_SESSION_KEY]
+            if time.time() - float(pending.get("at", 0)) <= NEW_TOKEN_MAX_AGE_S:
+                token = pending.get("token")
+        if token is None:
+            response = self._page(
+                request,
+                f"{row.scope} token v{row.version}: already shown",
+                "admin/ops/tokenversion/token_shown.html",
+                row=row,
+                revoke_url=reverse("admin:ops_tokenversion_revoke", args=[row.pk]),
+            )
+        else:
+            response = self._render_new_token(
+                request, row, token, int(pending.get("grace_hours", 0))
+            )
+        # admin_view adds this too; the token page must not rely on that.
+        add_never_cache_headers(response)
+        return response
+
     def _render_new_token(
         self, request: HttpRequest, row: TokenVersion, token: str, grace_hours: int
     ) -> TemplateResponse:
-        # Rendered, not redirected: a redirect would need the token in the URL
-        # or the session. The history entry names the version, never the token.
-        self.log_addition(
-            request, row, f"Rotated: {row.scope} v{row.version} ({row.prefix}…)"
-        )
         previous = list(
             TokenVersion.objects.filter(scope=row.scope)
             .exclude(pk=row.pk)
@@ -434,8 +496,6 @@ class TokenVersionAdmin(admin.ModelAdmin):
             grace_hours=grace_hours,
             previous=[(old, old.state(), when(old.expires_at)) for old in previous],
         )
-        # admin_view adds this too; the token page must not rely on that.
-        add_never_cache_headers(response)
         return response
 
     def revoke_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
@@ -490,8 +550,12 @@ class TokenVersionAdmin(admin.ModelAdmin):
             back_url=back,
         )
 
-    def scheduler_setup_view(self, request: HttpRequest) -> HttpResponse:
-        """Recipes for the external schedulers, and a test drain (POST)."""
+    def scheduler_setup_view(
+        self, request: HttpRequest, run_id: int | None = None
+    ) -> HttpResponse:
+        """Recipes for the external schedulers, and a test drain: the POST
+        starts it in the background and redirects to this page for its run
+        (`run_id`), which follows it and then shows the endpoint's answer."""
         if not self.has_view_permission(request):
             raise PermissionDenied
         may_drain = can_drain(request)
@@ -499,7 +563,11 @@ class TokenVersionAdmin(admin.ModelAdmin):
         if request.method == "POST":
             if not may_drain:
                 raise PermissionDenied
-            test = self._test_drain(request)
+            return self._test_drain(request)
+        if run_id is not None:
+            if not may_drain:
+                raise PermissionDenied
+            test = self._test_result(request, get_object_or_404(DrainRun, pk=run_id))
         # Absolute, as this request reached the site: the URL a scheduler calls.
         endpoint = request.build_absolute_uri(reverse("cron-drain-queues"))
         return self._page(
@@ -521,26 +589,69 @@ class TokenVersionAdmin(admin.ModelAdmin):
             ).first(),
         )
 
-    def _test_drain(self, request: HttpRequest) -> dict[str, Any]:
+    def _test_drain(self, request: HttpRequest) -> HttpResponse:
         # The endpoint's service, not the endpoint: the console cannot know the
         # scheduler's token, so it cannot make the scheduler's call.
+        setup_url = reverse("admin:ops_tokenversion_scheduler_setup")
         try:
             options = parse_options(max_duration_ms=TEST_DRAIN_BUDGET_MS)
         except DrainOptionError as exc:
-            return {"error": str(exc)}
-        run = drain(
+            self.message_user(
+                request, f"The test drain could not start: {exc}", messages.ERROR
+            )
+            return HttpResponseRedirect(setup_url)
+        started = background.start(
             trigger=DrainRun.Trigger.ADMIN,
             options=options,
             requested_by=request.user,
             caller=f"scheduler setup test by {request.user}",
         )
-        status, body = drain_answer(run)
-        return {
+        if started.run is None:
+            running = started.running
+            self.message_user(
+                request,
+                format_html(
+                    "A drain is already running{}: no test drain was started; "
+                    "send one when it has ended.",
+                    format_html(" ({})", self._run_ref(request, running))
+                    if running
+                    else "",
+                ),
+                messages.WARNING,
+            )
+            return HttpResponseRedirect(setup_url)
+        self.log_addition(
+            request,
+            started.run,
+            f"Test drain from Scheduler setup: started in the background "
+            f"(time budget {TEST_DRAIN_BUDGET_MS} ms)",
+        )
+        url = reverse("admin:ops_tokenversion_scheduler_test", args=[started.run.pk])
+        return HttpResponseRedirect(f"{url}#ops-test-drain")
+
+    def _run_ref(self, request: HttpRequest, run: DrainRun) -> SafeString:
+        """A run, linked for those who may see runs."""
+        if request.user.has_perm("ops.view_drainrun"):
+            url = reverse("admin:ops_drainrun_change", args=[run.pk])
+            return format_html('<a href="{}">{}</a>', url, run)
+        return format_html("{}", run)
+
+    def _test_result(self, request: HttpRequest, run: DrainRun) -> dict[str, Any]:
+        """A test drain as the page shows it: followed while it runs, then the
+        endpoint's answer. Database only."""
+        if run.status == DrainRun.Status.QUEUED:
+            background.fail_stale(run)
+        test: dict[str, Any] = {
             "run": run,
-            "status": status,
-            "body": json.dumps(body, indent=2),
-            # A link to the run only for those who may see runs.
-            "run_url": reverse("admin:ops_drainrun_change", args=[run.pk])
-            if request.user.has_perm("ops.view_drainrun")
-            else None,
+            "run_ref": self._run_ref(request, run),
+            "live": run.is_active,
+            "progress_url": reverse("admin:ops_drainrun_progress", args=[run.pk]),
         }
+        if not run.is_active:
+            status, body = drain_answer(run)
+            test.update(
+                status=status,
+                body=json.dumps(body, indent=2),
+                summary=summary_line(run, label=True),
+            )
+        return test

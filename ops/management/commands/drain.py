@@ -9,6 +9,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from ops.engine.background import NotQueued, run_queued
 from ops.engine.drain import ErrorCode, drain
 from ops.engine.drain_options import DrainOptionError, parse_options
 from ops.engine.results import drain_result, summary_line
@@ -63,8 +64,60 @@ class Command(BaseCommand):
         parser.add_argument(
             "--json", action="store_true", help="print the result as JSON"
         )
+        parser.add_argument(
+            "--run-id",
+            metavar="ID",
+            help="run a drain the console queued (its options are the run's; "
+            "no other option applies); the console starts this itself",
+        )
 
     def handle(self, *args: Any, **opts: Any) -> None:
+        if opts["run_id"] is not None:
+            run = self._queued_run(opts)
+        else:
+            run = self._new_run(opts)
+        if opts["json"]:
+            self.stdout.write(json.dumps(drain_result(run), indent=2))
+        else:
+            for field, change in (run.params.get("clamped") or {}).items():
+                self.stderr.write(
+                    f"{_FLAGS.get(field, field)} clamped from {change['requested']} "
+                    f"to {change['applied']}"
+                )
+            self.stdout.write(f"drain {run.public_id} {summary_line(run)}")
+
+        code = _exit_status(run)
+        if code != EXIT_OK:
+            sys.exit(code)
+
+    def _queued_run(self, opts: dict[str, Any]) -> DrainRun:
+        given = [
+            _FLAGS[key]
+            for key, name in (
+                ("maxDurationMs", "max_duration_ms"),
+                ("maxConcurrentQueues", "max_concurrent_queues"),
+                ("queues", "queues"),
+            )
+            if opts[name] is not None
+        ]
+        if given:
+            raise CommandError(
+                f"--run-id runs a queued run with its own options: drop "
+                f"{', '.join(given)}",
+                returncode=EXIT_BAD_INPUT,
+            )
+        text = opts["run_id"].strip()
+        if not text.isascii() or not text.isdecimal():
+            raise CommandError(
+                f"--run-id: must be a drain run's number, got {text[:40]!r}",
+                returncode=EXIT_BAD_INPUT,
+            )
+        try:
+            return run_queued(int(text))
+        except NotQueued as exc:
+            raise CommandError(f"--run-id: {exc}", returncode=EXIT_BAD_INPUT) from None
+
+    def _new_run(self, opts: dict[str, Any]) -> DrainRun:
         try:
             options = parse_options(
                 max_duration_ms=opts["max_duration_ms"],
@@ -80,25 +133,12 @@ class Command(BaseCommand):
         caller = f"{getpass.getuser()}@{socket.gethostname()} pid {os.getpid()}"
         # This process does nothing else: fork the queue workers rather than
         # start fresh interpreters (~0.7 s of start-up each).
-        run = drain(
+        return drain(
             trigger=DrainRun.Trigger.CLI,
             options=options,
             caller=caller,
             fork_children=True,
         )
-        if opts["json"]:
-            self.stdout.write(json.dumps(drain_result(run), indent=2))
-        else:
-            for field, change in (run.params.get("clamped") or {}).items():
-                self.stderr.write(
-                    f"{_FLAGS.get(field, field)} clamped from {change['requested']} "
-                    f"to {change['applied']}"
-                )
-            self.stdout.write(f"drain {run.public_id} {summary_line(run)}")
-
-        code = _exit_status(run)
-        if code != EXIT_OK:
-            sys.exit(code)
 
 
 def _exit_status(run: DrainRun) -> int:
