@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Now
 from django.utils import timezone
 
 
@@ -139,6 +140,16 @@ class DrainRun(models.Model):
     progress_at = models.DateTimeField(
         null=True, blank=True, help_text="When the running drain last wrote progress."
     )
+    # This run may have left work in Redis that nobody settled: jobs started
+    # in RQ's registry, a claim list, worker registrations. Set when it died
+    # (mark_abandoned) or ended "failed" after starting workers, or when a
+    # dead worker's recovery failed; the next drain that reaches Redis settles
+    # it (ops/engine/recovery.py) and clears it. Never set on a healthy run.
+    needs_recovery = models.BooleanField(default=False)
+    # The drain that claimed that recovery (a conditional UPDATE), and when it
+    # finished it.
+    recovered_by = models.UUIDField(null=True, blank=True)
+    recovered_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-started"]
@@ -188,6 +199,13 @@ class DrainRun(models.Model):
             # PostgreSQL only, created by migration 0013_scale_indexes (a GIN
             # index SQLite cannot build, so not declared here): a pg_trgm index
             # on caller, for the admin search's ILIKE '%…%'.
+            # Every drain looks for runs whose leftovers need recovering
+            # (ops/engine/recovery.py: runs_to_recover): almost always none.
+            models.Index(
+                fields=["id"],
+                condition=models.Q(needs_recovery=True),
+                name="drainrun_recovery_idx",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -210,22 +228,77 @@ class DrainRun(models.Model):
         error_code: str = "",
         error: str = "",
         unsettled_claims: dict[str, str | None] | None = None,
-    ) -> None:
+        needs_recovery: bool = False,
+    ) -> bool:
+        """Close the run with its verdict, only if it is still running: a
+        drain that lost its lease must not overwrite the "abandoned" of the
+        drain that took over. Then only its counts are written (and its need
+        for recovery added), the status stays. True when the verdict is ours."""
         results = queue_results or {}
-        self.status = status
-        self.finished = timezone.now()
-        self.queue_results = results
-        self.total_processed = sum(r.get("processed", 0) for r in results.values())
-        self.total_failed = sum(r.get("failed", 0) for r in results.values())
-        self.redis_commands = redis_commands
-        self.deadline_hit = deadline_hit
-        self.recovered_jobs = recovered_jobs
-        self.error_code = error_code
-        self.error = error
-        self.unsettled_claims = unsettled_claims or {}
-        self.has_unsettled_claims = bool(unsettled_claims)
-        self.current_jobs = {}  # nothing runs any more
-        self.save()
+        counts: dict[str, object] = {
+            "queue_results": results,
+            "total_processed": sum(r.get("processed", 0) for r in results.values()),
+            "total_failed": sum(r.get("failed", 0) for r in results.values()),
+            "redis_commands": redis_commands,
+            "deadline_hit": deadline_hit,
+            "recovered_jobs": recovered_jobs,
+            "current_jobs": {},  # nothing runs any more
+        }
+        verdict: dict[str, object] = {
+            "status": status,
+            "finished": timezone.now(),
+            "error_code": error_code,
+            "error": error,
+            "unsettled_claims": unsettled_claims or {},
+            "has_unsettled_claims": bool(unsettled_claims),
+        }
+        leftovers = needs_recovery or bool(unsettled_claims)
+        if leftovers:
+            verdict["needs_recovery"] = True
+        mine = (
+            DrainRun.objects.filter(pk=self.pk, status=self.Status.RUNNING).update(
+                **counts, **verdict
+            )
+            == 1
+        )
+        if not mine:
+            late = dict(counts)
+            if leftovers:
+                # What it could not settle still has to be settled; the
+                # recovery of a list already settled finds it empty.
+                late.update(
+                    unsettled_claims=unsettled_claims or {},
+                    has_unsettled_claims=bool(unsettled_claims),
+                    needs_recovery=True,
+                )
+            DrainRun.objects.filter(pk=self.pk).update(**late)
+        self.refresh_from_db()
+        return mine
+
+    def mark_recovery_claimed(self, by: uuid.UUID) -> bool:
+        """Claim the recovery of this run's leftovers for drain `by`. The
+        drain lease already makes the lease holder the only recoverer; this
+        records who, and makes a second pass over the same rows a no-op."""
+        return (
+            DrainRun.objects.filter(pk=self.pk, needs_recovery=True)
+            .exclude(recovered_by=by)
+            .update(recovered_by=by)
+            == 1
+        )
+
+    def mark_recovered(self, by: uuid.UUID) -> bool:
+        """Leftovers settled by drain `by`: nothing more to recover."""
+        return (
+            DrainRun.objects.filter(
+                pk=self.pk, needs_recovery=True, recovered_by=by
+            ).update(
+                needs_recovery=False,
+                has_unsettled_claims=False,
+                unsettled_claims={},
+                recovered_at=Now(),
+            )
+            == 1
+        )
 
     @property
     def is_active(self) -> bool:
@@ -284,11 +357,6 @@ class DrainRun(models.Model):
             self.progress_at = now  # finish() saves every field: keep it
         return written == 1
 
-    def mark_claims_settled(self) -> None:
-        self.unsettled_claims = {}
-        self.has_unsettled_claims = False
-        self.save(update_fields=["unsettled_claims", "has_unsettled_claims"])
-
     def mark_skipped(self, *, blocked_by: uuid.UUID | None) -> None:
         self.status = self.Status.SKIPPED
         self.blocked_by = blocked_by
@@ -303,6 +371,8 @@ class DrainRun(models.Model):
             status=self.Status.ABANDONED,
             finished=timezone.now(),
             error=note,
+            # Whatever it held in Redis is settled by the drain that noticed.
+            needs_recovery=True,
         )
         return updated == 1
 
@@ -387,8 +457,12 @@ class Lease(models.Model):
 
     name = models.CharField(max_length=50, primary_key=True)
     holder = models.UUIDField(null=True, blank=True)
+    # Set and compared with the database's clock (ops/engine/lease.py), so
+    # every host agrees on when a lease lapses.
     expires_at = models.DateTimeField(default=timezone.now)
     acquired_at = models.DateTimeField(null=True, blank=True)
+    # The holder's last renewal (it renews while it runs).
+    renewed_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return self.name
@@ -663,6 +737,10 @@ class WorkerProcess(models.Model):
     exit_status = models.IntegerField(null=True, blank=True)
     processed = models.PositiveIntegerField(default=0, help_text="Jobs run to an end.")
     failed = models.PositiveIntegerField(default=0)
+    # When what this process held in Redis was settled: by its supervisor when
+    # it saw the process end, or by whoever found its heartbeat stale (its
+    # supervisor was killed; ops/engine/recovery.py). NULL while it runs.
+    recovered_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-started"]
@@ -672,6 +750,13 @@ class WorkerProcess(models.Model):
             models.Index(fields=["state", "heartbeat"], name="workerprocess_live_idx"),
             # The admin list, newest first (issue 15: a row per process start).
             models.Index(fields=["-started", "-id"], name="workerprocess_started_idx"),
+            # Drains and supervisors look for unsettled rows whose heartbeat
+            # went stale (ops/engine/recovery.py: stale_workers).
+            models.Index(
+                fields=["heartbeat"],
+                condition=models.Q(recovered_at__isnull=True),
+                name="workerprocess_unsettled_idx",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -156,3 +156,37 @@ def fail_until(path: str) -> str:
     if not Path(path).exists():
         raise RuntimeError(f"waiting for {path}")
     return "fixed"
+
+
+# --- the fault-injection ledger (tests/faults/test_lease_and_recovery.py) ----
+
+
+def ledger_sleep(path: str, ms: int) -> str:
+    """Append this job's id to the ledger, then sleep: the ledger's lines are
+    every run of every job, written by the jobs themselves."""
+    from rq import get_current_job
+
+    job_id = get_current_job().id
+    count_run(path, job_id)
+    time.sleep(ms / 1000)
+    return job_id
+
+
+def ledger_sleep_first_run(path: str, ms: int) -> str:
+    """Like ledger_sleep, but only the job's first run sleeps (a retry is
+    quick)."""
+    from rq import get_current_job
+
+    job_id = get_current_job().id
+    first = not Path(path).exists() or job_id not in Path(path).read_text().split()
+    count_run(path, job_id)
+    if first:
+        time.sleep(ms / 1000)
+    return job_id
+
+
+def ledger_slow_failure(job, connection, type, value, traceback) -> None:
+    """An on_failure callback that writes `callback <id>` to the ledger in
+    meta["ledger"], then takes meta["callback_ms"]."""
+    count_run(job.meta["ledger"], f"callback {job.id}")
+    time.sleep(job.meta.get("callback_ms", 0) / 1000)

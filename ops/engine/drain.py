@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import selectors
+import signal
 import subprocess
 import threading
 import time
@@ -27,10 +28,18 @@ from typing import Any
 
 import redis
 from django.conf import settings
-from django.db import connections
+from django.db import connections, transaction
 from rq.utils import as_text
 
-from ops.engine import children, claims, drain_worker, lean_worker, lease, scheduled
+from ops.engine import (
+    children,
+    claims,
+    drain_worker,
+    lean_worker,
+    lease,
+    leftovers,
+    scheduled,
+)
 from ops.engine.drain_options import DrainOptions
 from ops.engine.progress import ProgressWriter
 from ops.engine.records import RecordWriter, parse_record, record_line
@@ -109,6 +118,11 @@ class _Outcome:
     # Queues whose last child ended cleanly, neither at the deadline nor dead:
     # it found its queue empty.
     emptied: set[str] = field(default_factory=set)
+    # Keeps the lease alive; its `lost` stops the drain taking jobs.
+    renewal: lease.Renewal | None = None
+    lease_lost: bool = False
+    # A worker was started: a failed run may have left jobs in Redis.
+    spawned: bool = False
 
 
 @scoped  # the run id below tags this drain's log lines, and its children's
@@ -169,12 +183,18 @@ def drain(
     )
     if fork_children is None:
         fork_children = _can_fork()
+    # Renewed from a thread, unless the drain runs inside a transaction (a
+    # test, an atomic request): a thread's own connection would not see the
+    # lease row, so the drain's loop renews it.
+    outcome.renewal = lease.Renewal(run)
+    if not transaction.get_connection().in_atomic_block:
+        outcome.renewal.start()
     recovered = 0
     status = DrainRun.Status.SUCCEEDED
     error_code = error = ""
     escaping: BaseException | None = None
     try:
-        recovered = _recover_dead_runs(run, client)
+        recovered = leftovers.recover(client, run)
         _drain_with_lease(run, options, client, meter, outcome, fork_children)
         incidents.succeeded(quota_gate)
     except BaseException as exc:
@@ -191,6 +211,7 @@ def drain(
     finally:
         close_client(client)
         outcome.records.flush()
+        outcome.renewal.stop()
 
     if status == DrainRun.Status.SUCCEEDED:
         if outcome.errors:
@@ -203,7 +224,9 @@ def drain(
         elif outcome.deadline_hit and left:
             status = DrainRun.Status.DEADLINE
     try:
-        run.finish(
+        # Conditional: a drain that took over and marked this run abandoned
+        # keeps its verdict (DrainRun.finish).
+        mine = run.finish(
             status=status,
             queue_results={n: t.as_dict() for n, t in outcome.tallies.items()},
             redis_commands=meter.billed + outcome.child_billed,
@@ -212,7 +235,11 @@ def drain(
             error_code=error_code,
             error=error,
             unsettled_claims=outcome.unsettled,
+            # Its workers may have left jobs started, claimed or registered.
+            needs_recovery=status == DrainRun.Status.FAILED and outcome.spawned,
         )
+        if not mine:
+            log.warning("drain %s: another drain's verdict stands", run.public_id)
     finally:
         lease.release(run)
         recorder.flush()  # the run's cost is in the usage table when it returns
@@ -222,8 +249,9 @@ def drain(
 
 
 # Threads a forked child can do without: the usage recorder's flusher (its
-# locks and counts are reset in the child by an at-fork hook).
-FORK_SAFE_THREADS = frozenset({"kaireon-usage-flush"})
+# locks and counts are reset in the child by an at-fork hook) and the lease
+# renewal (an at-fork hook keeps it out of the database across the fork).
+FORK_SAFE_THREADS = frozenset({"kaireon-usage-flush", lease.RENEWAL_THREAD})
 
 
 def _can_fork() -> bool:
@@ -252,53 +280,6 @@ def _classify(exc: BaseException) -> tuple[str, str]:
     if not isinstance(exc, Exception):
         return ErrorCode.INTERRUPTED, "The drain was interrupted."
     return ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}"
-
-
-def _recover_dead_runs(run: DrainRun, client: redis.Redis) -> int:
-    """Mark drains whose process died as abandoned and fail the jobs they left
-    started. Costs nothing when there is no dead drain (a database query)."""
-    recovered = 0
-    for dead in lease.dead_runs(run):
-        note = (
-            f"Its process died: it still held the drain lease when the lease "
-            f"lapsed at {dead.lease_expires:%Y-%m-%d %H:%M:%S} UTC. "
-            f"Recovered by drain {run.public_id}."
-        )
-        if not dead.mark_abandoned(note=note):
-            continue  # another drain recovered it first
-        reason = f"drain {dead.public_id} died while running it"
-        for name in dead.params.get("queues", []):
-            # Either executor may have run it: RQ's started registry and the
-            # lean executor's claim list (1 command each when empty).
-            recovered += len(
-                fail_started_jobs(
-                    client, name, worker_prefix=dead.worker_prefix, reason=reason
-                )
-            )
-            settled = claims.recover(
-                client,
-                name,
-                claims.claim_key(f"{dead.worker_prefix}{name}"),
-                running=claims.UNKNOWN,
-                reason=reason,
-            )
-            recovered += len(settled.abandoned) + len(settled.requeued)
-    # Runs that ended while Redis refused to let them settle their claim lists
-    # (an outage, the quota): settle them now that it answers.
-    for prior in DrainRun.objects.filter(has_unsettled_claims=True).exclude(
-        status=DrainRun.Status.RUNNING
-    ):
-        for name, running in prior.unsettled_claims.items():
-            settled = claims.recover(
-                client,
-                name,
-                claims.claim_key(f"{prior.worker_prefix}{name}"),
-                running=running,
-                reason=f"drain {prior.public_id} lost Redis while running it",
-            )
-            recovered += len(settled.abandoned) + len(settled.requeued)
-        prior.mark_claims_settled()
-    return recovered
 
 
 def _drain_with_lease(
@@ -353,6 +334,8 @@ def _drain_with_lease(
         worked.update(with_work)
         outcome.progress.expect(outcome.enqueued)
         outcome.enqueued.clear()
+        if outcome.lease_lost:
+            break
         if time.time() >= deadline:
             if with_work:
                 outcome.deadline_hit = True
@@ -562,6 +545,26 @@ def _record_settled(
                 outcome.records.add(data, worker=child.worker_name)
 
 
+def _watch_lease(
+    run: DrainRun, outcome: _Outcome, waiting: deque[str], active: dict[int, _Child]
+) -> None:
+    """Renew the lease when the loop does it, and once it is lost: start no
+    more workers and tell the running ones to stop after their current job
+    (SIGTERM: RQ's warm shutdown, the lean executor's should_stop)."""
+    renewal = outcome.renewal
+    if renewal is None:
+        return
+    renewal.tick()
+    if outcome.lease_lost or not renewal.lost.is_set():
+        return
+    outcome.lease_lost = True
+    outcome.errors.append("lost the drain lease: stopped taking jobs")
+    log.error("drain %s lost its lease: stopping its workers", run.public_id)
+    waiting.clear()
+    for child in active.values():
+        child.proc.send_signal(signal.SIGTERM)
+
+
 def _run_children(
     run: DrainRun,
     options: DrainOptions,
@@ -628,10 +631,18 @@ def _run_children(
                 handled = settled.abandoned
                 _record_settled(outcome, child, settled, reason)
         else:
-            handled = fail_started_jobs(
-                client, child.queue, worker_prefix=child.worker_name, reason=reason
-            )
-            forget_worker(client, child.worker_name, [child.queue])
+            try:
+                handled = fail_started_jobs(
+                    client, child.queue, worker_prefix=child.worker_name, reason=reason
+                )
+                forget_worker(client, child.worker_name, [child.queue])
+            except redis.RedisError as exc:
+                # As above: its started job and registration stay in Redis,
+                # the run needs recovery, and the other queues' workers go on.
+                if is_quota_exhausted(exc):
+                    incidents.note_quota_error(Source.DRAIN_JOBS, exc)
+                outcome.unsettled[child.queue] = child.current_job
+                handled = []
         if child.current_job and child.current_job in handled:
             tally.processed += 1
             tally.failed += 1
@@ -639,6 +650,13 @@ def _run_children(
         log.warning("drain %s: worker for %s %s", run.public_id, child.queue, reason)
         if child.killed:
             outcome.deadline_hit = True
+        elif outcome.lease_lost:
+            pass  # stopped taking jobs: not replaced
+        elif child.queue in outcome.unsettled:
+            # Its claim list is still in Redis, and a new worker of this queue
+            # would claim into the same list: leave the queue for the drain
+            # that settles it.
+            outcome.errors.append(f"{child.queue}: Redis failed its worker")
         elif deaths[child.queue] >= MAX_CHILD_DEATHS_PER_QUEUE:
             outcome.errors.append(
                 f"{child.queue}: gave up after {deaths[child.queue]} worker deaths"
@@ -655,11 +673,13 @@ def _run_children(
                     break
                 name = waiting.popleft()
                 attempts[name] += 1
+                outcome.spawned = True
                 child = _spawn(run, name, attempts[name], deadline, fork)
                 active[child.reader] = child
                 selector.register(child.reader, selectors.EVENT_READ, child)
             if not active:
                 break
+            _watch_lease(run, outcome, waiting, active)
             wait = max(0.0, min(1.0, hard_deadline - time.time()))
             events = selector.select(timeout=wait)
             for key, _ in events:

@@ -24,6 +24,7 @@ the job it was running and carries on.
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from typing import IO, Any
@@ -50,11 +51,22 @@ class DrainWorker(SimpleWorker):
         self.report = report
         self.meter = meter
         self._exc_info: records.ExcInfo | None = None  # of the job running now
+        self._stop_taking_jobs = False
 
     def subscribe(self) -> None:
         """No RQ pubsub listener: the drain engine stops this process itself.
         The listener would cost a connection, SUBSCRIBE and UNSUBSCRIBE, and up
         to a second at exit waiting for its thread."""
+
+    def _install_signal_handlers(self) -> None:
+        super()._install_signal_handlers()
+        # SIGTERM from the engine (it lost the drain lease): take no new job.
+        # Not RQ's warm stop: that raises inside the dequeue, possibly between
+        # its LMOVE and the job's registration, stranding the job for 60 s.
+        signal.signal(signal.SIGTERM, self._stop_taking)
+
+    def _stop_taking(self, signum: int, frame: Any) -> None:
+        self._stop_taking_jobs = True
 
     @property
     def should_run_maintenance_tasks(self) -> bool:
@@ -68,6 +80,8 @@ class DrainWorker(SimpleWorker):
     ) -> Any:
         # RQ has no wall-clock limit for a burst: stop taking new jobs once the
         # deadline has passed (a job already running may overshoot it).
+        if self._stop_taking_jobs:
+            return None
         if time.time() >= self.deadline:
             self._emit("deadline")
             return None

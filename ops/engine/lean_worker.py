@@ -31,7 +31,9 @@ finished/failed registry at the end of its batch, not at once.
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -505,6 +507,10 @@ def drain_queue(
         report.write(line + "\n")
         report.flush()
 
+    # SIGTERM from the engine (it lost the drain lease): stop after the
+    # running job, as at the deadline; the rest of the batch goes back.
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     executor = LeanExecutor(
         client=client,
         queue_name=queue,
@@ -513,6 +519,7 @@ def drain_queue(
         report=emit,
         meter=meter,
         deadline=deadline,
+        should_stop=stop.is_set,
     )
     executor.run()
     children.report_done(report, meter)

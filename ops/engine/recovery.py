@@ -31,10 +31,17 @@ log = logging.getLogger(__name__)
 
 
 def fail_started_jobs(
-    client: redis.Redis, queue_name: str, *, worker_prefix: str, reason: str
+    client: redis.Redis,
+    queue_name: str,
+    *,
+    worker_prefix: str,
+    reason: str,
+    exact: bool = False,
 ) -> list[str]:
     """Fail (or retry) every job of `queue_name` started by a worker whose name
-    starts with `worker_prefix`. Returns the ids of the jobs it handled.
+    starts with `worker_prefix` (`exact`: is `worker_prefix` — an always-on
+    worker's name "...0.1" is a prefix of its tenth successor's "...0.10").
+    Returns the ids of the jobs it handled.
 
     Cost: 1 command when nothing was started, else 2 + ~8 per job.
     """
@@ -53,7 +60,9 @@ def fail_started_jobs(
     handled: list[str] = []
     for entry, (job_id, _), worker in zip(entries, parsed, worker_names, strict=True):
         worker_name = as_text(worker) if worker else ""
-        if not worker_name.startswith(worker_prefix):
+        if worker_name != worker_prefix and (
+            exact or not worker_name.startswith(worker_prefix)
+        ):
             continue
         try:
             job = Job.fetch(job_id, connection=client)
@@ -126,6 +135,22 @@ def forget_worker(
             pipe.srem(WORKERS_BY_QUEUE_KEY % name, key)
         pipe.delete(key)
         pipe.execute()
+
+
+def forget_workers_named(
+    client: redis.Redis, prefix: str, queue_names: list[str]
+) -> list[str]:
+    """Drop every registration in RQ's worker registry whose worker name
+    starts with `prefix` (a dead drain's workers). 1 command when none."""
+    key_prefix = f"rq:worker:{prefix}"
+    names = [
+        as_text(k)[len("rq:worker:") :]
+        for k in client.smembers(REDIS_WORKER_KEYS)
+        if as_text(k).startswith(key_prefix)
+    ]
+    for name in names:
+        forget_worker(client, name, queue_names)
+    return names
 
 
 # RQ waits this long (between two sightings) before touching a job found in a

@@ -27,10 +27,11 @@ from typing import Any
 import redis
 from django.conf import settings
 from django.db import close_old_connections
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from ops import runtime
-from ops.engine import children, claims, scheduled
+from ops.engine import children, claims, leftovers, scheduled
 from ops.engine.records import RecordWriter, parse_record
 from ops.engine.recovery import fail_started_jobs, forget_worker
 from ops.models import Source, WorkerProcess
@@ -44,7 +45,11 @@ log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 60.0
 HEALTHY_AFTER_S = 600.0  # a worker up this long gets its backoff reset
-DB_HEARTBEAT_S = 60.0
+# Live rows' heartbeats, written with the database's clock: a row late by
+# leftovers.WORKER_STALE_AFTER belongs to a supervisor that is gone, and
+# whoever notices first (a drain, another supervisor, this one restarted)
+# settles its worker's jobs.
+DB_HEARTBEAT_S = float(leftovers.WORKER_HEARTBEAT_S)
 
 
 @dataclass
@@ -104,6 +109,7 @@ class Supervisor:
                 now = time.time()
                 if now >= next_poll:
                     close_old_connections()
+                    self._recover_stale()
                     wanted = self.wanted()
                     self._reconcile(wanted)
                     next_poll = now + self.poll_s
@@ -194,6 +200,7 @@ class Supervisor:
             supervisor_pid=os.getpid(),
             queues=slot.queues,
             restarts=slot.attempt - 1,
+            heartbeat=Now(),  # the database's clock, as every heartbeat
         )
         self.selector.register(reader, selectors.EVENT_READ, slot)
 
@@ -255,8 +262,7 @@ class Supervisor:
     def _save(self, row: WorkerProcess, **changes: Any) -> None:
         for key, value in changes.items():
             setattr(row, key, value)
-        row.heartbeat = timezone.now()
-        row.save(update_fields=[*changes, "heartbeat"])
+        WorkerProcess.objects.filter(pk=row.pk).update(**changes, heartbeat=Now())
 
     def _exited(self, slot: Slot) -> None:
         self.selector.unregister(slot.reader)
@@ -273,6 +279,7 @@ class Supervisor:
         if slot.quota_error:
             incidents.note_quota_error(Source.WORKER, RuntimeError(slot.quota_error))
         clean = proc_stopping and status == 0 and slot.current_job is None
+        settled = True
         if not clean:
             reason = (
                 "its always-on worker was stopped at the supervisor's stop grace"
@@ -292,12 +299,19 @@ class Supervisor:
                 else:
                     for name in slot.queues:
                         fail_started_jobs(
-                            self.client, name, worker_prefix=row.name, reason=reason
+                            self.client,
+                            name,
+                            worker_prefix=row.name,
+                            reason=reason,
+                            exact=True,
                         )
                     forget_worker(self.client, row.name, slot.queues)
             except redis.RedisError as exc:
                 if is_quota_exhausted(exc):
                     incidents.note_quota_error(Source.WORKER, exc)
+                # The row stays unsettled: once its heartbeat is stale, the
+                # next drain or supervisor look settles it (leftovers.py).
+                settled = False
                 log.warning("could not tidy up after %s: %s", row.name, exc)
         self._save(
             row,
@@ -307,6 +321,7 @@ class Supervisor:
             current_job="",
             stopped=timezone.now(),
             exit_status=status,
+            **({"recovered_at": timezone.now()} if settled else {}),
         )
         if proc_stopping or self.stop_requested:
             return
@@ -380,5 +395,24 @@ class Supervisor:
             s.row.pk for s in self.slots if s.proc is not None and s.row is not None
         ]
         if live:
-            WorkerProcess.objects.filter(pk__in=live).update(heartbeat=timezone.now())
+            WorkerProcess.objects.filter(pk__in=live).update(heartbeat=Now())
         recorder.flush()
+
+    def _recover_stale(self) -> None:
+        """Settle the jobs of workers whose supervisor is gone (killed, host
+        lost): a database query, no Redis command when there are none. This
+        supervisor's own rows are never taken for stale."""
+        if not leftovers.stale_workers(exclude_supervisor=(self.host, os.getpid())):
+            return
+        gate = incidents.gate()
+        if not gate.allowed:
+            return
+        try:
+            leftovers.recover_stale_workers(
+                self.client, exclude_supervisor=(self.host, os.getpid())
+            )
+            incidents.succeeded(gate)
+        except redis.RedisError as exc:
+            if is_quota_exhausted(exc):
+                incidents.note_quota_error(Source.WORKER, exc)
+            log.warning("could not settle stale workers: %s", exc)
