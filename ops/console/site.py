@@ -48,6 +48,7 @@ OPERATIONS: tuple[Entry, ...] = (
     Entry("TokenVersion"),
     Entry("CommandUsage", name="Quota", url_name="ops_commandusage_quota"),
     Entry("QuotaIncident"),
+    Entry("ProviderUsageReading"),
     Entry("WorkerProcess", name="Worker mode", url_name="ops_workerprocess_mode"),
     Entry("WorkerProcess"),
     Entry(
@@ -55,6 +56,7 @@ OPERATIONS: tuple[Entry, ...] = (
         name="Schedule and missed-tick alarm",
         url_name="ops_consolesettings_schedule",
     ),
+    Entry("AlertChannel"),
     Entry("Queue", name="Redis switch check", url_name="ops_queue_redis_switch"),
 )
 
