@@ -894,3 +894,72 @@ class ProviderUsageReading(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.used:,} at {self.at:%Y-%m-%d %H:%M} ({self.origin})"
+
+
+class JobStopRequest(models.Model):
+    """An operator's request that a running job stop (the console's Stop).
+
+    The database carries it, not Redis: the process running the job looks for
+    a request for its current job once a second while the job runs
+    (ops/engine/stop.py), so nothing costs a Redis command, idle or not. RQ's
+    own `send_stop_job_command` (pubsub) is not listened to (docs/executor.md).
+    Kept as history: never edited from the UI, deleted only with retention.
+    """
+
+    class Outcome(models.TextChoices):
+        PENDING = "pending", "Pending (the job's process has not seen it yet)"
+        STOPPED = "stopped", "Stopped (the job was interrupted and failed as stopped)"
+
+    job_id = models.CharField(max_length=200, help_text="The RQ job id.")
+    queue = models.CharField(max_length=100)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    requested_at = models.DateTimeField(default=timezone.now)
+    handled_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(
+        max_length=16, choices=Outcome.choices, default=Outcome.PENDING
+    )
+    handled_by = models.CharField(
+        max_length=200, blank=True, help_text="The worker that stopped the job."
+    )
+
+    class Meta:
+        ordering = ["-requested_at", "-id"]
+        verbose_name = "job stop request"
+        verbose_name_plural = "job stop requests"
+        # Stopping a running job from the console (the queue's started-jobs
+        # page); looking needs only ops.view_queue.
+        permissions = [("stop_jobs", "Can stop running jobs")]
+        constraints = [
+            # At most one open request per job. Also the index of the running
+            # job's poll: WHERE job_id = %s AND handled_at IS NULL.
+            models.UniqueConstraint(
+                fields=["job_id"],
+                condition=models.Q(handled_at__isnull=True),
+                name="jobstoprequest_one_open",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"stop {self.job_id} ({self.outcome})"
+
+    def mark_stopped(self, worker: str) -> bool:
+        """Claim the request for the process that stops the job: True for
+        exactly one caller (a conditional UPDATE), even with two processes
+        running the same job id."""
+        now = timezone.now()
+        updated = JobStopRequest.objects.filter(
+            pk=self.pk, handled_at__isnull=True
+        ).update(handled_at=now, outcome=self.Outcome.STOPPED, handled_by=worker[:200])
+        if updated:
+            self.handled_at, self.outcome, self.handled_by = (
+                now,
+                self.Outcome.STOPPED,
+                worker[:200],
+            )
+        return updated == 1

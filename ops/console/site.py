@@ -45,6 +45,7 @@ OPERATIONS: tuple[Entry, ...] = (
     Entry("Queue"),
     Entry("DrainRun"),
     Entry("JobRecord", name="Jobs run by drains"),
+    Entry("JobStopRequest"),
     Entry("TokenVersion"),
     Entry("CommandUsage", name="Quota", url_name="ops_commandusage_quota"),
     Entry("QuotaIncident"),

@@ -7,8 +7,10 @@ child processes — the executor, behind the job-execution seam: the lean
 executor (ops/engine/lean_worker.py, the default) or RQ's SimpleWorker
 (ops/engine/drain_worker.py), per DRAIN_EXECUTOR — at most
 `max_concurrent_queues` at a time, in priority order, until the queues are empty
-or the time budget is spent. Dependents that the lean executor enqueues onto
-another selected queue run in the same drain while time is left.
+or the time budget is spent. Dependents that a job releases onto another
+selected queue (either executor reports them) run in the same drain while time
+is left. A child is over when it exits, not when its report pipe closes: a
+process its job forked may hold the pipe open for as long as it lives.
 """
 
 from __future__ import annotations
@@ -60,6 +62,10 @@ from ops.usage.redis_client import CommandMeter, close_client, make_client
 log = logging.getLogger(__name__)
 
 EXECUTOR_MODULES = {"lean": "ops.engine.lean_worker", "rq": "ops.engine.drain_worker"}
+# A child that reported `done` has nothing left to say; one still alive this
+# long after it (a non-daemon thread a job left behind) is killed, its work
+# counted as done.
+DONE_EXIT_GRACE_S = 2.0
 # A queue whose child keeps dying (a job that segfaults, say) is given up on
 # for this drain after this many deaths; each death fails the job it ran.
 MAX_CHILD_DEATHS_PER_QUEUE = 5
@@ -99,8 +105,11 @@ class _Child:
     billed: int = 0
     total: int = 0
     done: bool = False
+    # When `done` was read (monotonic); a child that lingers after it is ended.
+    done_at: float | None = None
     stopped_at_deadline: bool = False
     killed: bool = False
+    lingered: bool = False  # killed after `done`: its work is over
 
 
 @dataclass
@@ -249,9 +258,13 @@ def drain(
 
 
 # Threads a forked child can do without: the usage recorder's flusher (its
-# locks and counts are reset in the child by an at-fork hook) and the lease
-# renewal (an at-fork hook keeps it out of the database across the fork).
-FORK_SAFE_THREADS = frozenset({"kaireon-usage-flush", lease.RENEWAL_THREAD})
+# locks and counts are reset in the child by an at-fork hook), the lease
+# renewal (an at-fork hook keeps it out of the database across the fork), and
+# the stop watcher of a process that ran a job (ops/engine/stop.py: a forked
+# child makes its own, and never touches the old one's lock or connection).
+FORK_SAFE_THREADS = frozenset(
+    {"kaireon-usage-flush", lease.RENEWAL_THREAD, "kaireon-stop-watch"}
+)
 
 
 def _can_fork() -> bool:
@@ -329,7 +342,7 @@ def _drain_with_lease(
     while with_work:
         _run_children(run, options, with_work, deadline, client, outcome, fork_children)
         # Dependents the jobs just released onto a selected queue run in this
-        # drain too, while time is left (the lean executor reports them).
+        # drain too, while time is left (both executors report them).
         with_work = [name for name in names if outcome.enqueued[name] > 0]
         worked.update(with_work)
         outcome.progress.expect(outcome.enqueued)
@@ -469,6 +482,7 @@ def _spawn(
             return drain_worker.drain_queue(queue, deadline, worker_name, fd, shared)
 
         proc, reader = children.fork(target, tally)
+        os.set_blocking(reader, False)
     else:
         args = ["--queue", queue, "--deadline", repr(deadline)]
         args += ["--worker-name", worker_name]
@@ -477,6 +491,7 @@ def _spawn(
         proc, reader = children.spawn(
             EXECUTOR_MODULES[settings.DRAIN_EXECUTOR], args, tally
         )
+        os.set_blocking(reader, False)
     return _Child(
         queue=queue,
         worker_name=worker_name,
@@ -487,38 +502,66 @@ def _spawn(
     )
 
 
-def _read(child: _Child, tally: _Tally, outcome: _Outcome) -> bool:
-    """Consume what the child reported. False at end of stream."""
-    data = os.read(child.reader, 65536)
-    if not data:
-        return False
+def _chunk(child: _Child) -> bytes | None:
+    """What the child's pipe holds now (the pipe does not block): None when
+    nothing, b"" at the end of the stream."""
+    try:
+        return os.read(child.reader, 65536)
+    except BlockingIOError:
+        return None
+
+
+def _feed(child: _Child, data: bytes, tally: _Tally, outcome: _Outcome) -> None:
     child.buffer += data
     *lines, child.buffer = child.buffer.split(b"\n")
     for raw in lines:
-        parts = raw.decode("utf-8", "replace").split()
-        if not parts:
-            continue
-        kind = parts[0]
-        if kind == "start" and len(parts) == 2:
-            child.current_job = parts[1]
-        elif kind == "end" and len(parts) == 5:
-            child.current_job = None
-            tally.processed += 1
-            if parts[2] != "ok":
-                tally.failed += 1
-            child.billed, child.total = int(parts[3]), int(parts[4])
-        elif kind == "deadline":
-            child.stopped_at_deadline = True
-        elif kind == "done" and len(parts) == 3:
-            child.done = True
-            child.billed, child.total = int(parts[1]), int(parts[2])
-        elif kind == "enqueued" and len(parts) == 3 and parts[2].isdecimal():
-            outcome.enqueued[parts[1]] += int(parts[2])
-        elif kind == "record":
-            data = parse_record(raw.decode("utf-8", "replace")[len("record ") :])
-            if data is not None:
-                outcome.records.add(data, worker=child.worker_name)
+        _handle_line(child, raw, tally, outcome)
+
+
+def _read(child: _Child, tally: _Tally, outcome: _Outcome) -> bool:
+    """Consume what the child reported. False at end of stream."""
+    data = _chunk(child)
+    if data is None:
+        return True  # nothing more for now
+    if not data:
+        return False
+    _feed(child, data, tally, outcome)
     return True
+
+
+def _read_rest(child: _Child, tally: _Tally, outcome: _Outcome) -> None:
+    """Everything an exited child wrote, never waiting for the end of the
+    stream: a process its job forked may hold the pipe's write end for as long
+    as it lives (a helper that outlives the job)."""
+    while data := _chunk(child):
+        _feed(child, data, tally, outcome)
+
+
+def _handle_line(child: _Child, raw: bytes, tally: _Tally, outcome: _Outcome) -> None:
+    parts = raw.decode("utf-8", "replace").split()
+    if not parts:
+        return
+    kind = parts[0]
+    if kind == "start" and len(parts) == 2:
+        child.current_job = parts[1]
+    elif kind == "end" and len(parts) == 5:
+        child.current_job = None
+        tally.processed += 1
+        if parts[2] != "ok":
+            tally.failed += 1
+        child.billed, child.total = int(parts[3]), int(parts[4])
+    elif kind == "deadline":
+        child.stopped_at_deadline = True
+    elif kind == "done" and len(parts) == 3:
+        child.done = True
+        child.done_at = time.monotonic()
+        child.billed, child.total = int(parts[1]), int(parts[2])
+    elif kind == "enqueued" and len(parts) == 3 and parts[2].isdecimal():
+        outcome.enqueued[parts[1]] += int(parts[2])
+    elif kind == "record":
+        data = parse_record(raw.decode("utf-8", "replace")[len("record ") :])
+        if data is not None:
+            outcome.records.add(data, worker=child.worker_name)
 
 
 def _record_settled(
@@ -595,7 +638,7 @@ def _run_children(
         recorder.add(Source.DRAIN_JOBS, child.billed, child.total - child.billed)
         if child.stopped_at_deadline:
             outcome.deadline_hit = True
-        if child.done and returncode == 0:
+        if child.done and (returncode == 0 or child.lingered):
             if child.stopped_at_deadline:
                 outcome.emptied.discard(child.queue)
             else:
@@ -686,6 +729,20 @@ def _run_children(
                 child = key.data
                 if not _read(child, outcome.tallies[child.queue], outcome):
                     finish_child(child)
+            for child in list(active.values()):
+                # A child ends when it exits, not at the end of its stream: a
+                # process its job forked may hold the pipe open for as long as
+                # it lives (one that outlives the job would block us on it).
+                if child.proc.poll() is None:
+                    if child.done_at is None or (
+                        time.monotonic() - child.done_at < DONE_EXIT_GRACE_S
+                    ):
+                        continue
+                    child.lingered = True
+                    child.proc.kill()
+                    child.proc.wait()
+                _read_rest(child, outcome.tallies[child.queue], outcome)
+                finish_child(child)
             outcome.records.flush()
             if outcome.progress.due():  # at most one UPDATE a second
                 outcome.progress.write(
@@ -704,8 +761,7 @@ def _run_children(
                     child.killed = True
                     child.proc.kill()
                     child.proc.wait()
-                    while _read(child, outcome.tallies[child.queue], outcome):
-                        pass
+                    _read_rest(child, outcome.tallies[child.queue], outcome)
                     finish_child(child)
                 waiting.clear()
     finally:

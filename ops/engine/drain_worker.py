@@ -6,6 +6,7 @@ per queue and reads a line protocol from the file descriptor given by --report-f
     start <job_id>
     record <json>                 (the job's record: ops/engine/records.py)
     end <job_id> ok|failed <billed> <total>
+    enqueued <queue> <n>          (dependents released onto another queue)
     deadline                      (stopped taking jobs: the time budget is spent)
     done <billed> <total>
 
@@ -27,17 +28,62 @@ from __future__ import annotations
 import signal
 import sys
 import time
+from collections import defaultdict
+from contextvars import ContextVar
 from typing import IO, Any
 
-from rq.job import JobStatus
+from rq.job import Job, JobStatus
+from rq.queue import Queue
 from rq.worker import SimpleWorker
 
-from ops.engine import children, records
+from ops.engine import children, records, stop
 from ops.logcontext import bind, scoped
 
 # A failed job whose Retry put it back on its queue (or in its scheduled
 # registry) ends with this status in memory.
 _RETRIED = frozenset({JobStatus.QUEUED, JobStatus.SCHEDULED})
+
+
+class WatchedJob(Job):
+    """RQ's Job whose own code runs watched for an operator's stop request
+    (ops/engine/stop.py): the executor's Redis writes around it never are."""
+
+    def perform(self) -> Any:
+        with stop.watching(self.id, self.worker_name or ""):
+            return super().perform()
+
+
+# The dependents one enqueue_dependents call releases: queue -> job ids (a set:
+# RQ retries the whole release after a WatchError).
+_released: ContextVar[dict[str, set[str]] | None] = ContextVar(
+    "kaireon_released", default=None
+)
+
+
+class ReportingQueue(Queue):
+    """RQ's Queue, noting which queues the dependents it releases go to, so
+    that the drain starts another round for them (as the lean executor's
+    `enqueued` lines do). No Redis command of its own."""
+
+    report_released: Any = None  # called with (queue name, count)
+
+    def enqueue_dependents(self, job: Any, *args: Any, **kwargs: Any) -> None:
+        noted: dict[str, set[str]] = defaultdict(set)
+        token = _released.set(noted)
+        try:
+            super().enqueue_dependents(job, *args, **kwargs)
+        finally:
+            _released.reset(token)
+        if self.report_released is not None:
+            for name, ids in noted.items():
+                if name != self.name:  # this burst takes its own queue's
+                    self.report_released(name, len(ids))
+
+    def _enqueue_job(self, job: Any, *args: Any, **kwargs: Any) -> Any:
+        noted = _released.get()
+        if noted is not None:
+            noted[self.name].add(job.id)
+        return super()._enqueue_job(job, *args, **kwargs)
 
 
 class DrainWorker(SimpleWorker):
@@ -106,6 +152,10 @@ class DrainWorker(SimpleWorker):
         self._exc_info = exc_info  # type: ignore[assignment]
         super().handle_exception(job, *exc_info)
 
+    def handle_job_failure(self, job: Any, queue: Any, *args: Any, **kw: Any) -> None:
+        mark_if_stopped(self, job, self._exc_info)
+        super().handle_job_failure(job, queue, *args, **kw)
+
     def _record(self, job: Any, queue: Any, status: JobStatus) -> str:
         """The job's `record` line, from its fields in memory only."""
         if status == JobStatus.FINISHED:
@@ -136,6 +186,15 @@ class DrainWorker(SimpleWorker):
         self.report.flush()
 
 
+def mark_if_stopped(worker: Any, job: Any, exc_info: Any) -> None:
+    """A job an operator stopped ends as rq ends one: `stopped`, never
+    retried (rq's handle_job_failure does that for `_stopped_job_id`), with its
+    stopped callback."""
+    if exc_info and stop.was_stopped(exc_info[1]):
+        worker._stopped_job_id = job.id
+        job.execute_stopped_callback(worker.death_penalty_class)
+
+
 def drain_queue(
     queue: str,
     deadline: float,
@@ -144,13 +203,19 @@ def drain_queue(
     tally: children.SharedTally,
 ) -> int:
     """Drain one queue until it is empty or the deadline passes (Django set up)."""
-    from ops.queues import rq_queue
-
     bind(queue=queue, worker=worker_name)  # a child process: its context is its own
     report, meter, client = children.child_client(report_fd, "drain-jobs", tally)
+
+    def released(name: str, count: int) -> None:
+        report.write(f"enqueued {name} {count}\n")
+        report.flush()
+
+    ReportingQueue.report_released = staticmethod(released)
     worker = DrainWorker(
-        [rq_queue(queue, client)],
+        [ReportingQueue(queue, connection=client, job_class=WatchedJob)],
         name=worker_name,
+        job_class=WatchedJob,
+        queue_class=ReportingQueue,
         connection=client,
         deadline=deadline,
         report=report,

@@ -47,7 +47,7 @@ from rq.queue import Queue
 from rq.timeouts import JobTimeoutException, UnixSignalDeathPenalty
 from rq.utils import as_text, now
 
-from ops.engine import children
+from ops.engine import children, stop
 from ops.engine.coalesce import Command, coalesce
 from ops.engine.records import exception_fields, record_line
 from ops.logcontext import bind, scoped
@@ -140,6 +140,9 @@ class LeanExecutor:
     deadline: float = float("inf")
     # Asked between jobs: True stops like the deadline (a warm stop).
     should_stop: Callable[[], bool] = lambda: False
+    # Look for an operator's stop request while a job runs (database, once a
+    # second: ops/engine/stop.py). Off where no database is set up.
+    watch_stops: bool = False
     # Batch state.
     _deferred: list[Command] = field(default_factory=list)
     _seconds_per_job: float | None = None
@@ -327,7 +330,7 @@ class LeanExecutor:
         pipe = self.client.pipeline(transaction=False)
         try:
             with UnixSignalDeathPenalty(timeout, JobTimeoutException, job_id=job.id):
-                value = _execute(job)
+                value = self._execute_watched(job)
             job.ended_at = now()
             job._result = value
             if isinstance(value, Retry):
@@ -342,13 +345,17 @@ class LeanExecutor:
             job.ended_at = now()
             exc_info = sys.exc_info()
             exc_string = "".join(traceback.format_exception(*exc_info))
+            stopped = stop.was_stopped(exc_info[1])
             try:
-                job.execute_failure_callback(UnixSignalDeathPenalty, *exc_info)
+                if stopped:  # as rq: the stopped callback, not the failure one
+                    job.execute_stopped_callback(UnixSignalDeathPenalty)
+                else:
+                    job.execute_failure_callback(UnixSignalDeathPenalty, *exc_info)
             except Exception:
                 exc_info = sys.exc_info()
                 exc_string = "".join(traceback.format_exception(*exc_info))
             pipe = self.client.pipeline(transaction=False)  # drop half-built writes
-            retried = self._failure(job, pipe, exc_string)
+            retried = self._failure(job, pipe, exc_string, stopped=stopped)
             exc_type, exc_message = exception_fields(exc_info[1])
             outcome = Outcome(
                 job.id, False, "retried" if retried else "failed", exc_type, exc_message
@@ -393,13 +400,17 @@ class LeanExecutor:
         else:
             job.cleanup(result_ttl, pipeline=pipe, remove_from_queue=False)
 
-    def _failure(self, job: Job, pipe: Any, exc_string: str) -> bool:
+    def _failure(
+        self, job: Job, pipe: Any, exc_string: str, *, stopped: bool = False
+    ) -> bool:
         """rq's Worker.handle_job_failure without the worker's bookkeeping.
-        True when the job was retried."""
-        if job.should_retry:
+        True when the job was retried. A stopped job is never retried: rq
+        files it as `stopped` in the failed registry."""
+        if job.should_retry and not stopped:
             job.retry(self.queue, pipe)
             return True
-        job.set_status(JobStatus.FAILED, pipeline=pipe)
+        status = JobStatus.STOPPED if stopped else JobStatus.FAILED
+        job.set_status(status, pipeline=pipe)
         job._handle_failure(exc_string, pipe, worker_name=self.worker_name)
         return False
 
@@ -433,6 +444,13 @@ class LeanExecutor:
             execution_ended_at=job.ended_at,
         )
         return Outcome(job.id, False, "retried", "Retry", "the job asked to be retried")
+
+    def _execute_watched(self, job: Job) -> Any:
+        """The job's own code, watched for a stop request when asked to."""
+        if not self.watch_stops:
+            return _execute(job)
+        with stop.watching(job.id, self.worker_name):
+            return _execute(job)
 
     def _send(self, job: Job, pipe: Any) -> None:
         """Write one job's outcome now (one round trip); registry ZADDs wait
@@ -520,6 +538,7 @@ def drain_queue(
         meter=meter,
         deadline=deadline,
         should_stop=stop.is_set,
+        watch_stops=True,
     )
     executor.run()
     children.report_done(report, meter)

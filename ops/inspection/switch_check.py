@@ -8,8 +8,14 @@ itself, because an empty streak says nothing about a job scheduled for
 tomorrow or one enqueued a second ago.
 
 Cost: one pipeline of 6 commands per queue (LLEN + LLEN + four ZCARDs, no
-MULTI/EXEC) plus one SCARD of RQ's worker registry: 6 x queues + 1 billed
-commands. RQ's registry methods are not used: they clean up on every read,
+MULTI/EXEC) plus one SCARD of RQ's worker registry and one SMEMBERS of RQ's
+queue registry (`rq:queues`, every queue any RQ client enqueued to): 6 x
+queues + 2 billed commands. A queue in `rq:queues` that is not on the Queues
+page is never drained: each one costs 6 more (a second pipeline, the same
+six reads), and one that holds jobs blocks the switch and is listed, so that
+an operator can register it. None of this runs on a drain tick: only this
+check (the page, `manage.py redis_switch_check`) pays for it. RQ's
+registry methods are not used: they clean up on every read,
 which costs more and changes what is being looked at (see
 ops/inspection/queue_stats.py).
 Drains and always-on workers are read from the database, for free.
@@ -25,6 +31,7 @@ import redis
 from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
+from rq.queue import Queue as RQQueue
 from rq.registry import DeferredJobRegistry
 from rq.worker import Worker
 
@@ -35,8 +42,11 @@ from ops.usage import incidents
 from ops.usage.quota_errors import is_quota_exhausted
 
 COMMANDS_PER_QUEUE = 6
-EXTRA_COMMANDS = 1  # SCARD rq:workers
-COST_FORMULA = f"{COMMANDS_PER_QUEUE} per queue + {EXTRA_COMMANDS}"
+EXTRA_COMMANDS = 2  # SCARD rq:workers, SMEMBERS rq:queues
+COST_FORMULA = (
+    f"{COMMANDS_PER_QUEUE} per queue + {EXTRA_COMMANDS}, + {COMMANDS_PER_QUEUE} "
+    "per queue in rq:queues that is not on the Queues page"
+)
 
 # A supervisor reports its workers every minute; a row silent for longer than
 # this belongs to a process (or host) that is gone without saying so. Wider than
@@ -83,6 +93,8 @@ class QueuePending:
     started: int
     deferred: int
     failed: int
+    # False: in rq:queues but not on the Queues page (no drain ever runs it).
+    registered: bool = True
 
     # Everything a switch would abandon; failed jobs are history, not work.
     ABANDONED_FIELDS = ("queued", "intermediate", "scheduled", "started", "deferred")
@@ -94,6 +106,7 @@ class QueuePending:
     def as_dict(self) -> dict[str, Any]:
         return {
             "enabled": self.enabled,
+            "registered": self.registered,
             "queued": self.queued,
             "intermediate": self.intermediate,
             "scheduled": self.scheduled,
@@ -135,6 +148,9 @@ class SwitchCheck:
     recent_drains: list[DrainInStreak]
     # None when Redis could not be read: unknown is not the same as empty.
     pending: dict[str, QueuePending] | None
+    # Queues in rq:queues, not on the Queues page, that hold jobs (failed
+    # ones included); None when Redis could not be read.
+    unregistered: dict[str, QueuePending] | None
     live_workers: list[WorkerProcess]
     rq_registered_workers: int | None
     redis_commands: int
@@ -142,6 +158,9 @@ class SwitchCheck:
     redis_problem: str = RedisProblem.NONE
     redis_error: str = ""
     checked_at: datetime = field(default_factory=timezone.now)
+    # Queues the check read: on the Queues page, and in rq:queues only.
+    registered_queues: int = 0
+    unknown_queues: int = 0
 
     @property
     def redis_unreachable(self) -> bool:
@@ -176,6 +195,11 @@ class SwitchCheck:
                 None
                 if self.pending is None
                 else {name: p.as_dict() for name, p in self.pending.items()}
+            ),
+            "unregistered": (
+                None
+                if self.unregistered is None
+                else {name: p.as_dict() for name, p in self.unregistered.items()}
             ),
             "workers": {
                 "alwaysOn": [_worker_dict(w) for w in self.live_workers],
@@ -303,6 +327,33 @@ class _RedisRead:
     commands: int
     problem: str = RedisProblem.NONE
     error: str = ""
+    unregistered: dict[str, QueuePending] | None = None
+    # How many queues of rq:queues are not on the Queues page (each cost 6).
+    unknown_queues: int = 0
+
+
+def _counts(name: str) -> list[tuple[str, str]]:
+    """The six reads of one queue, in QueuePending's field order."""
+    return [
+        ("llen", list_key(name)),
+        ("llen", intermediate_key(name)),
+        ("zcard", scheduled_key(name)),
+        ("zcard", started_key(name)),
+        ("zcard", deferred_key(name)),
+        ("zcard", failed_key(name)),
+    ]
+
+
+def _raise_first(replies: list[Any]) -> None:
+    errors = [r for r in replies if isinstance(r, redis.ResponseError)]
+    if errors:
+        raise next((e for e in errors if is_quota_exhausted(e)), errors[0])
+
+
+def _queue_name(member: Any) -> str:
+    text = member.decode("utf-8", "replace") if isinstance(member, bytes) else member
+    prefix = list_key("")
+    return text[len(prefix) :] if text.startswith(prefix) else text
 
 
 def _read_redis(queues: list[Queue], source: str) -> _RedisRead:
@@ -310,25 +361,25 @@ def _read_redis(queues: list[Queue], source: str) -> _RedisRead:
         if read.client is not None:
             calls: list[tuple[str, str]] = []
             for queue in queues:
-                name = queue.name
-                calls += [
-                    ("llen", list_key(name)),
-                    ("llen", intermediate_key(name)),
-                    ("zcard", scheduled_key(name)),
-                    ("zcard", started_key(name)),
-                    ("zcard", deferred_key(name)),
-                    ("zcard", failed_key(name)),
-                ]
+                calls += _counts(queue.name)
             # Every RQ worker registers here, whichever deployment runs it.
             calls.append(("scard", Worker.redis_workers_keys))
+            # Every queue an RQ client enqueued to (rq's Queue.all() reads it).
+            calls.append(("smembers", RQQueue.redis_queues_keys))
             # One pipeline (as a quota incident's probe, 1 command first).
             # raise_on_error=False: redis-py rewords the first error of a
             # pipeline it raises ("Command # 1 (LLEN ...) of pipeline caused
             # error: ..."), which hides the provider's quota wording.
             replies = read.execute(calls, raise_on_error=False)
-            errors = [r for r in replies if isinstance(r, redis.ResponseError)]
-            if errors:
-                raise next((e for e in errors if is_quota_exhausted(e)), errors[0])
+            _raise_first(replies)
+            known = {queue.name for queue in queues}
+            unknown = sorted({_queue_name(m) for m in replies[-1]} - known)
+            unknown_replies: list[Any] = []
+            if unknown:
+                # Rare: a second round trip, the same six reads per queue.
+                more = [call for name in unknown for call in _counts(name)]
+                unknown_replies = read.execute(more, raise_on_error=False)
+                _raise_first(unknown_replies)
     if read.refusal:
         # During a quota incident only the probe may talk to Redis.
         return _RedisRead(None, None, 0, RedisProblem.QUOTA, read.refusal)
@@ -363,10 +414,34 @@ def _read_redis(queues: list[Queue], source: str) -> _RedisRead:
         )
         for i, queue in enumerate(queues)
     }
-    return _RedisRead(pending, int(replies[-1]), read.meter.billed)
+    found = {
+        name: QueuePending(
+            False,
+            *(int(n) for n in unknown_replies[i * per : (i + 1) * per]),
+            registered=False,
+        )
+        for i, name in enumerate(unknown)
+    }
+    # An entry of rq:queues whose queue is empty everywhere is nothing to see.
+    unregistered = {
+        name: p for name, p in found.items() if p.would_be_abandoned or p.failed
+    }
+    return _RedisRead(
+        pending,
+        int(replies[-2]),
+        read.meter.billed,
+        unregistered=unregistered,
+        unknown_queues=len(unknown),
+    )
 
 
 # --- The check ----------------------------------------------------------------
+
+
+def expected_commands(queues: int, unknown_queues: int = 0) -> int:
+    """What one check costs: COST_FORMULA."""
+    return COMMANDS_PER_QUEUE * (queues + unknown_queues) + EXTRA_COMMANDS
+
 
 # (field, how one reads in a sentence)
 _KINDS = (
@@ -387,6 +462,8 @@ _KINDS = (
 
 
 def _queue_label(name: str, pending: QueuePending) -> str:
+    if not pending.registered:
+        return f"{name} (not on the Queues page: no drain runs it)"
     return name if pending.enabled else f"{name} (disabled)"
 
 
@@ -415,7 +492,8 @@ def switch_check(*, source: str = Source.CONSOLE) -> SwitchCheck:
         reasons.append(reason)
 
     left_behind: list[str] = []
-    for name, pending in (read.pending or {}).items():
+    everything = {**(read.pending or {}), **(read.unregistered or {})}
+    for name, pending in everything.items():
         label = _queue_label(name, pending)
         for field_name, one, many in _KINDS:
             n = getattr(pending, field_name)
@@ -462,10 +540,24 @@ def switch_check(*, source: str = Source.CONSOLE) -> SwitchCheck:
         streak_broken_by=breaker,
         recent_drains=recent,
         pending=read.pending,
+        unregistered=read.unregistered,
         live_workers=workers,
         rq_registered_workers=read.rq_workers,
         redis_commands=read.commands,
-        expected_redis_commands=COMMANDS_PER_QUEUE * len(queues) + EXTRA_COMMANDS,
+        expected_redis_commands=expected_commands(len(queues), read.unknown_queues),
         redis_problem=read.problem,
         redis_error=read.error,
+        registered_queues=len(queues),
+        unknown_queues=read.unknown_queues,
     )
+
+
+def register_queue(name: str, *, enabled: bool) -> Queue:
+    """Put a queue that RQ clients use on the Queues page (0 Redis commands).
+    Raises ValidationError for a bad or already registered name."""
+    queue = Queue(name=name, enabled=enabled)
+    # The model's own rules (length, uniqueness); priority keeps its default,
+    # after the runbook's queues.
+    queue.full_clean()
+    queue.save()
+    return queue

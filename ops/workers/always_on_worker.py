@@ -25,7 +25,7 @@ import redis
 from rq.job import JobStatus
 from rq.worker import SimpleWorker
 
-from ops.engine import children
+from ops.engine import children, drain_worker
 from ops.usage.quota_errors import is_quota_exhausted
 
 
@@ -63,6 +63,11 @@ class QuietWorker(SimpleWorker):
         outcome = "ok" if ok else "failed"
         self._emit(f"end {job.id} {outcome} {self.meter.billed} {self.meter.total}")
 
+    def handle_job_failure(self, job: Any, queue: Any, *args: Any, **kw: Any) -> None:
+        # The console's Stop (ops/engine/stop.py): end the job as rq does.
+        drain_worker.mark_if_stopped(self, job, sys.exc_info())
+        super().handle_job_failure(job, queue, *args, **kw)
+
     def _emit(self, line: str) -> None:
         try:
             self.report.write(line + "\n")
@@ -81,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         [rq_queue(name, client) for name in args.queues.split(",")],
         name=args.worker_name,
         connection=client,
+        job_class=drain_worker.WatchedJob,
         report=report,
         meter=meter,
         # RQ blocks for worker_ttl - 15 s and keeps the worker key alive for

@@ -123,6 +123,7 @@ class LeanAlwaysOn:
                 report=self._emit,
                 meter=self.meter,
                 should_stop=lambda: self.stopping,
+                watch_stops=True,  # the console's Stop (ops/engine/stop.py)
             )
             executor.run()
 

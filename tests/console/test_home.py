@@ -300,12 +300,15 @@ def test_operations_come_in_order_of_use_and_internals_apart(
         "Queues",
         "Drain runs",
         "Jobs run by drains",
+        "Job stop requests",
         "Cron tokens",
         "Quota",
         "Quota incidents",
+        "Provider usage readings",
         "Worker mode",
         "Worker processes",
         "Schedule and missed-tick alarm",
+        "Alert channels",
         "Redis switch check",
     ]
     internals = apps[1][1]

@@ -405,3 +405,107 @@ def test_a_bad_selection_is_a_message_not_an_error(manager, queue, data, wire):
     assert flash(response)
     assert wire.billed() == 0
     assert not LogEntry.objects.exists()
+
+
+# --- Stop a running job (issue 10 item 7) ------------------------------------------
+
+
+@pytest.fixture
+def stopper() -> Client:
+    return staff_client("stopper", "view_queue", "stop_jobs")
+
+
+def stop_url(queue: Queue) -> str:
+    return f"/admin/ops/queue/{queue.pk}/stop/"
+
+
+def running(raw, queue: str = QUEUE) -> str:
+    """A job an rq worker runs: in the started registry, status started."""
+    job = rq.Queue(queue, connection=raw).enqueue("tests.jobs.add", 1, 2)
+    raw.lrem(f"rq:queue:{queue}", 0, job.id)
+    raw.zadd(f"rq:wip:{queue}", {f"{job.id}:exec-1": 9_999_999_999})
+    raw.hset(job.key, "status", "started")
+    return job.id
+
+
+def test_the_started_page_offers_stop_to_who_may_stop(
+    raw_redis, viewer, stopper, queue
+):
+    job_id = running(raw_redis)
+    assert "Stop&hellip;" not in viewer.get(list_url(queue, "started")).content.decode()
+    html = stopper.get(list_url(queue, "started")).content.decode()
+    assert f'href="{stop_url(queue)}?job={job_id}">Stop&hellip;</a>' in html
+    assert 'id="ops-stop-by-id"' in html
+
+
+def test_stop_confirms_on_get_and_costs_nothing_in_redis(
+    raw_redis, wire, stopper, queue
+):
+    from ops.models import JobStopRequest
+
+    job_id = running(raw_redis)
+    wire.reset()
+    response = stopper.get(stop_url(queue), {"job": job_id})
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "Yes, stop this job" in html
+    assert footer_cost(html) == 0
+    assert not JobStopRequest.objects.exists()
+
+    response = stopper.post(stop_url(queue), {"job": job_id})
+    assert response.status_code == 302
+    assert wire.billed() == 0
+    request = JobStopRequest.objects.get()
+    assert (request.job_id, request.queue, request.outcome) == (
+        job_id,
+        QUEUE,
+        "pending",
+    )
+    assert request.requested_by.username == "stopper"
+    entry = LogEntry.objects.get(object_id=str(queue.pk))
+    assert entry.action_flag == CHANGE
+    assert entry.get_change_message() == f"Asked to stop job {job_id}."
+    # The started page now says so instead of offering it again.
+    html = stopper.get(list_url(queue, "started")).content.decode()
+    assert "stop asked" in html
+
+
+def test_a_second_stop_of_the_same_job_is_not_a_second_request(
+    raw_redis, stopper, queue
+):
+    from ops.models import JobStopRequest
+
+    job_id = running(raw_redis)
+    stopper.post(stop_url(queue), {"job": job_id})
+    response = stopper.post(stop_url(queue), {"job": job_id})
+    assert any("already asked" in m for m in flash(response))
+    assert JobStopRequest.objects.count() == 1
+    assert LogEntry.objects.count() == 1
+    html = stopper.get(stop_url(queue), {"job": job_id}).content.decode()
+    assert 'id="ops-stop-pending"' in html
+
+
+def test_stop_needs_its_own_permission(raw_redis, manager, queue):
+    job_id = running(raw_redis)
+    assert manager.get(stop_url(queue), {"job": job_id}).status_code == 403
+    assert manager.post(stop_url(queue), {"job": job_id}).status_code == 403
+
+
+@pytest.mark.parametrize("bad", ["", "has space", "x" * 201])
+def test_stop_refuses_a_bad_job_id_without_a_request(stopper, queue, bad):
+    from ops.models import JobStopRequest
+
+    response = stopper.post(stop_url(queue), {"job": bad})
+    assert response.status_code == 302
+    assert not JobStopRequest.objects.exists()
+    assert stopper.get("/admin/ops/queue/999999/stop/?job=a").status_code == 404
+
+
+def test_the_job_page_offers_stop_for_a_queued_or_started_job(
+    raw_redis, stopper, queue
+):
+    job_id = running(raw_redis)
+    html = stopper.get(job_url(queue, job_id)).content.decode()
+    assert "Stop this job" in html
+    (done,) = failed(raw_redis, 1)
+    assert "Stop this job" not in stopper.get(job_url(queue, done)).content.decode()

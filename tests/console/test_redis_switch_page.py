@@ -88,9 +88,15 @@ def test_a_view_only_user_sees_the_verdict_and_what_it_cost(viewer, raw_redis, w
     assert "batch-jobs: 3 queued jobs would be abandoned" in html
     assert "only 1 of 3 consecutive empty drains" in html
     # The page costs what it says, and what the formula says.
-    assert wire.snapshot() == {"AUTH": 1, "LLEN": 10, "ZCARD": 20, "SCARD": 1}
-    assert spent(html) == wire.billed() == 6 * 5 + 1
-    assert "(6 per queue + 1: 6 &times; 5 queues + 1 = 31, in one pipeline)" in html
+    assert wire.snapshot() == {
+        "AUTH": 1,
+        "LLEN": 10,
+        "ZCARD": 20,
+        "SCARD": 1,
+        "SMEMBERS": 1,
+    }
+    assert spent(html) == wire.billed() == 6 * 5 + 2
+    assert "(6 per queue + 2: 6 &times; 5 queues + 2 = 32, in one pipeline)" in html
     # Runs are not linked for a user who may not view them.
     assert "/admin/ops/drainrun/" not in html
     assert "no-store" in response["Cache-Control"]  # a stale verdict misleads
@@ -194,3 +200,60 @@ def test_the_queue_list_still_works(viewer):
 
     assert response.status_code == 200
     assert "batch-jobs" in response.content.decode()
+
+
+# --- Queues in rq:queues that are not on the Queues page -----------------------
+
+
+def test_the_page_lists_an_unregistered_queue_holding_jobs(viewer, redis_server):
+    import redis as redis_py
+
+    client = redis_py.Redis.from_url(redis_server.url())
+    rq.Queue("billing-jobs", connection=client).enqueue("tests.jobs.add", 1, 2)
+    html = viewer.get(URL).content.decode()
+    assert 'id="ops-unregistered"' in html
+    assert "<td>billing-jobs</td>" in html
+    reason = "billing-jobs (not on the Queues page: no drain runs it): 1 queued job"
+    assert reason in html
+    # A viewer may not add queues: no button.
+    assert "Register, enabled" not in html
+    assert "6 &times; 1 queue of <code>rq:queues</code> not on the Queues page" in html
+
+
+def test_registering_from_the_page_creates_the_row_and_an_audit_entry(redis_server):
+    import redis as redis_py
+    from django.contrib.admin.models import ADDITION, LogEntry
+
+    client = redis_py.Redis.from_url(redis_server.url())
+    rq.Queue("billing-jobs", connection=client).enqueue("tests.jobs.add", 1, 2)
+    operator = staff_client("operator", "view_queue", "add_queue")
+    assert "Register, enabled" in operator.get(URL).content.decode()
+
+    # GET does nothing.
+    operator.get(reverse("admin:ops_queue_register") + "?name=billing-jobs")
+    assert not Queue.objects.filter(name="billing-jobs").exists()
+
+    response = operator.post(
+        reverse("admin:ops_queue_register"), {"name": "billing-jobs", "enabled": "0"}
+    )
+    assert response.status_code == 302
+    queue = Queue.objects.get(name="billing-jobs")
+    assert queue.enabled is False
+    entry = LogEntry.objects.get(object_id=str(queue.pk))
+    assert entry.action_flag == ADDITION
+    assert entry.user.username == "operator"
+    assert "rq:queues" in entry.get_change_message()
+    html = operator.get(URL).content.decode()
+    assert 'id="ops-unregistered"' not in html
+    assert "billing-jobs <span" in html  # listed with the registered queues
+
+
+def test_registering_needs_the_add_permission_and_a_good_name(viewer):
+    url = reverse("admin:ops_queue_register")
+    assert viewer.post(url, {"name": "billing-jobs"}).status_code == 403
+    operator = staff_client("operator", "view_queue", "add_queue")
+    response = operator.post(url, {"name": "batch-jobs", "enabled": "1"}, follow=True)
+    assert "Not registered" in response.content.decode()
+    response = operator.post(url, {"name": "", "enabled": "1"}, follow=True)
+    assert "Not registered" in response.content.decode()
+    assert Queue.objects.count() == 5

@@ -63,6 +63,7 @@ def test_json_has_the_documented_keys_and_exit_1_when_not_safe(raw_redis):
     assert list(body["pending"]) == QUEUES
     assert body["pending"]["batch-jobs"] == {
         "enabled": True,
+        "registered": True,
         "queued": 1,
         "intermediate": 0,
         "scheduled": 0,
@@ -75,7 +76,7 @@ def test_json_has_the_documented_keys_and_exit_1_when_not_safe(raw_redis):
         "only 1 of 3 consecutive empty drains",
         "batch-jobs: 1 queued job would be abandoned",
     ]
-    assert body["redisCommands"] == body["expectedRedisCommands"] == 6 * 5 + 1
+    assert body["redisCommands"] == body["expectedRedisCommands"] == 6 * 5 + 2
 
 
 @pytest.mark.django_db
@@ -104,7 +105,8 @@ def test_human_output_starts_with_a_one_line_verdict(raw_redis):
     assert "  - seed-jobs: 1 queued job would be abandoned" in lines
     assert "Empty-drain streak: 3 of 3 required." in lines
     assert lines[-1] == (
-        "This check spent 31 Redis commands (6 per queue + 1: 31 for these queues)."
+        "This check spent 32 Redis commands (6 per queue + 2, + 6 per queue in "
+        "rq:queues that is not on the Queues page: 32 here)."
     )
 
 
@@ -161,7 +163,7 @@ def test_redis_down_human_output_in_a_fresh_process(manage_py):
     assert "  unknown: Redis could not be read" in lines
 
 
-def test_a_fresh_process_costs_six_per_queue_plus_one_on_the_wire(wire, manage_py):
+def test_a_fresh_process_costs_six_per_queue_plus_two_on_the_wire(wire, manage_py):
     empty_drains(3)
 
     result = manage_py("redis_switch_check", "--json")
@@ -169,5 +171,11 @@ def test_a_fresh_process_costs_six_per_queue_plus_one_on_the_wire(wire, manage_p
     assert result.returncode == 0, result.stdout + result.stderr
     # No handshake, no MULTI/EXEC, no registry cleanup: AUTH (not billed) and
     # the one pipeline.
-    assert wire.snapshot() == {"AUTH": 1, "LLEN": 10, "ZCARD": 20, "SCARD": 1}
-    assert json.loads(result.stdout)["redisCommands"] == wire.billed() == 31
+    assert wire.snapshot() == {
+        "AUTH": 1,
+        "LLEN": 10,
+        "ZCARD": 20,
+        "SCARD": 1,
+        "SMEMBERS": 1,
+    }
+    assert json.loads(result.stdout)["redisCommands"] == wire.billed() == 32

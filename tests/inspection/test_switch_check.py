@@ -319,7 +319,7 @@ def test_workers_in_rqs_registry_count_even_from_other_deployments(raw_redis):
 # --- Cost and Redis trouble ---------------------------------------------------
 
 
-def test_it_costs_six_commands_per_queue_plus_one_on_the_wire(raw_redis, wire):
+def test_it_costs_six_commands_per_queue_plus_two_on_the_wire(raw_redis, wire):
     Queue.objects.create(name="extra-jobs", enabled=False, priority=999)
     rq.Queue("batch-jobs", connection=raw_redis).enqueue("tests.jobs.add", 1, 2)
 
@@ -332,9 +332,11 @@ def test_it_costs_six_commands_per_queue_plus_one_on_the_wire(raw_redis, wire):
         "LLEN": 2 * queues,
         "ZCARD": 4 * queues,
         "SCARD": 1,
+        # rq:queues: batch-jobs is in it, and registered: nothing more to read.
+        "SMEMBERS": 1,
     }
-    assert wire.billed() == 6 * queues + 1
-    assert check.redis_commands == check.expected_redis_commands == 6 * queues + 1
+    assert wire.billed() == 6 * queues + 2
+    assert check.redis_commands == check.expected_redis_commands == 6 * queues + 2
 
 
 def test_redis_down_is_unsafe_with_a_reason_not_a_traceback():
@@ -385,7 +387,7 @@ def test_an_error_reply_is_unsafe_with_a_reason_not_a_traceback(raw_redis):
     assert check.pending is None
     assert check.reasons[0].startswith("Redis answered with an error (ResponseError")
     assert "WRONGTYPE" in check.reasons[0]
-    assert check.redis_commands == 6 * len(QUEUES) + 1
+    assert check.redis_commands == 6 * len(QUEUES) + 2
 
 
 def test_a_drain_that_left_claims_unsettled_makes_the_switch_unsafe(db):
@@ -398,3 +400,86 @@ def test_a_drain_that_left_claims_unsettled_makes_the_switch_unsafe(db):
     check = switch_check()
     assert not check.safe
     assert any("claimed jobs" in reason for reason in check.reasons)
+
+
+# --- Queues RQ clients use that the Queues page does not list (issue 10) -------
+
+
+def test_an_unregistered_queue_with_jobs_blocks_the_switch_and_is_named(raw_redis):
+    """A queue only an RQ client knows (it is in rq:queues) is never drained:
+    its jobs would be abandoned, so the check is not safe."""
+    three_empty_drains()
+    rq.Queue("billing-jobs", connection=raw_redis).enqueue("tests.jobs.add", 1, 2)
+
+    check = switch_check()
+
+    assert not check.safe
+    assert check.unregistered == {
+        "billing-jobs": QueuePending(False, 1, 0, 0, 0, 0, 0, registered=False)
+    }
+    assert check.reasons == [
+        "billing-jobs (not on the Queues page: no drain runs it): 1 queued job "
+        "would be abandoned"
+    ]
+    assert "billing-jobs" not in (check.pending or {})
+    assert check.as_dict()["unregistered"]["billing-jobs"]["registered"] is False
+
+
+def test_an_unregistered_queue_costs_six_more_commands_in_a_second_pipeline(
+    raw_redis, wire
+):
+    three_empty_drains()
+    rq.Queue("billing-jobs", connection=raw_redis).enqueue("tests.jobs.add", 1, 2)
+    # Emptied since: still in rq:queues (rq never takes a queue out), so it is
+    # read, but holds nothing and is neither listed nor blocking.
+    rq.Queue("old-jobs", connection=raw_redis).enqueue("tests.jobs.add", 1, 2)
+    raw_redis.delete("rq:queue:old-jobs")
+    wire.reset()
+
+    check = switch_check()
+
+    queues = len(QUEUES)
+    assert wire.snapshot() == {
+        "AUTH": 1,
+        "LLEN": 2 * (queues + 2),
+        "ZCARD": 4 * (queues + 2),
+        "SCARD": 1,
+        "SMEMBERS": 1,
+    }
+    assert wire.billed() == 6 * queues + 2 + 6 * 2
+    assert check.redis_commands == check.expected_redis_commands == wire.billed()
+    assert list(check.unregistered or {}) == ["billing-jobs"]
+
+
+def test_an_unregistered_queue_with_only_failed_jobs_is_left_behind_not_blocking(
+    raw_redis,
+):
+    three_empty_drains()
+    job = rq.Queue("billing-jobs", connection=raw_redis).enqueue(jobs.fail)
+    SimpleWorker(["billing-jobs"], connection=raw_redis).work(burst=True)
+    assert job.id in FailedJobRegistry("billing-jobs", connection=raw_redis)
+
+    check = switch_check()
+
+    assert check.safe, check.reasons
+    assert check.left_behind == [
+        "billing-jobs (not on the Queues page: no drain runs it): 1 failed job "
+        "would be left behind in the old Redis"
+    ]
+
+
+def test_registering_a_queue_puts_it_on_the_queues_page(raw_redis):
+    from django.core.exceptions import ValidationError
+
+    from ops.inspection.switch_check import register_queue
+
+    rq.Queue("billing-jobs", connection=raw_redis).enqueue("tests.jobs.add", 1, 2)
+    queue = register_queue("billing-jobs", enabled=False)
+    assert Queue.objects.get(name="billing-jobs").enabled is False
+    check = switch_check()
+    assert check.unregistered == {}
+    assert check.pending is not None and check.pending["billing-jobs"].queued == 1
+    with pytest.raises(ValidationError):
+        register_queue(queue.name, enabled=True)  # already there
+    with pytest.raises(ValidationError):
+        register_queue("x" * 101, enabled=True)

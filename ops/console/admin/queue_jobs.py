@@ -12,8 +12,13 @@ their own):
   and what it will cost in Redis commands, and a confirmation form (nothing is
   done); POST: do it, record it in the queue's history (admin LogEntry), say
   what was done and what it cost.
+* /admin/ops/queue/<id>/stop/?job=<job id> — stop a running job: GET confirms,
+  POST writes a stop request (ops/engine/stop.py: the database carries it, 0
+  Redis commands) and an admin LogEntry; the job's process stops it within
+  about a second. Offered on the started page and on a job's page.
 
-Looking needs `ops.view_queue`; acting needs `ops.manage_jobs` as well. Every
+Looking needs `ops.view_queue`; acting needs `ops.manage_jobs` as well, and
+stopping `ops.stop_jobs`. Every
 Redis command goes through ops/inspection/jobs.py, which documents each cost;
 the footer states what the page spent (ops/console/middleware.py).
 
@@ -40,12 +45,14 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
+from ops.engine import stop
 from ops.inspection import jobs as service
 from ops.inspection.jobs import (
     BULK_LIMIT,
     DELETE,
     FAILED,
     REQUEUE,
+    STARTED,
     STATES,
     ActionResult,
     JobDetail,
@@ -54,11 +61,24 @@ from ops.inspection.jobs import (
 from ops.models import Queue
 
 MANAGE_JOBS_PERMISSION = "ops.manage_jobs"
+STOP_JOBS_PERMISSION = "ops.stop_jobs"
 ACTIONS = {REQUEUE: "Requeue", DELETE: "Delete"}
+# Statuses a job may have while a worker runs it: `started` (rq's worker), or
+# `queued` (the lean executor writes no status until the job's outcome).
+STOPPABLE_STATUSES = frozenset({"started", "queued"})
 
 
 def can_manage_jobs(request: HttpRequest) -> bool:
     return request.user.has_perm(MANAGE_JOBS_PERMISSION)
+
+
+def can_stop_jobs(request: HttpRequest) -> bool:
+    return request.user.has_perm(STOP_JOBS_PERMISSION)
+
+
+def stop_url(queue: Queue, job_id: str | None = None) -> str:
+    url = reverse("admin:ops_queue_job_stop", args=[queue.pk])
+    return f"{url}?{urlencode({'job': job_id})}" if job_id else url
 
 
 def _when(value: datetime | None) -> SafeString:
@@ -165,6 +185,11 @@ class QueueJobsMixin:
                 name="ops_queue_jobs_action",
             ),
             path(
+                "<int:queue_id>/stop/",
+                view(self.stop_job_view),
+                name="ops_queue_job_stop",
+            ),
+            path(
                 "<int:queue_id>/job/<path:job_id>/",
                 view(self.job_view),
                 name="ops_queue_job",
@@ -210,13 +235,22 @@ class QueueJobsMixin:
         page = service.list_jobs(queue.name, state, page=page_number)
         info = STATES[state]
         can_manage = can_manage_jobs(request)
+        stoppable = state == STARTED and can_stop_jobs(request)
+        rows = [self._row(queue, state, row) for row in page.jobs]
+        headers = ["job", "description", "status"] + [h for h, _ in COLUMNS[state]]
+        if stoppable:
+            # Open requests for the page's jobs: one database query.
+            pending = stop.open_requests([row.id for row in page.jobs])
+            for row in rows:
+                row["cells"].append(_stop_cell(queue, row["id"], pending))
+            headers.append("stop")
         context = {
             **self._context(request, queue, f"{info.label} jobs of {queue.name}"),
             "state": info,
             "page": page,
-            "headers": ["job", "description", "status"]
-            + [h for h, _ in COLUMNS[state]],
-            "rows": [self._row(queue, state, row) for row in page.jobs],
+            "headers": headers,
+            "rows": rows,
+            "stop_url": stop_url(queue) if stoppable else "",
             "selectable": can_manage and (info.can_requeue or info.can_delete),
             "actions": self._actions(queue, state) if can_manage else [],
             "previous_url": jobs_url(queue, state, page=page.page - 1)
@@ -278,6 +312,8 @@ class QueueJobsMixin:
                             "url": action_url(queue, detail.state, action, job=job_id),
                         }
                     )
+        if belongs and can_stop_jobs(request) and detail.status in STOPPABLE_STATUSES:
+            actions.append({"label": "Stop this job", "url": stop_url(queue, job_id)})
         can_view_runs = request.user.has_perm("ops.view_drainrun")
         context = {
             **self._context(request, queue, f"Job {job_id}"),
@@ -417,6 +453,60 @@ class QueueJobsMixin:
         self.message_user(request, summary, level)  # type: ignore[attr-defined]
         return HttpResponseRedirect(back)
 
+    # -- stopping a running job --
+
+    def stop_job_view(self, request: HttpRequest, queue_id: int) -> HttpResponse:
+        """GET: what stopping does, and a confirmation form; POST: write the
+        stop request and the audit entry. 0 Redis commands either way."""
+        queue = self._queue(request, queue_id)
+        if not can_stop_jobs(request):
+            raise PermissionDenied
+        data = request.POST if request.method == "POST" else request.GET
+        job_id = data.get("job", "").strip()
+        back = jobs_url(queue, STARTED)
+        if not job_id:
+            self.message_user(
+                request, "Give the id of the job to stop.", messages.WARNING
+            )  # type: ignore[attr-defined]
+            return HttpResponseRedirect(back)
+        if not service.valid_job_id(job_id):
+            self.message_user(request, "That is not a job id.", messages.WARNING)  # type: ignore[attr-defined]
+            return HttpResponseRedirect(back)
+        if request.method == "POST":
+            asked = stop.request_stop(job_id, queue.name, request.user)
+            if asked.created:
+                summary = f"Asked to stop job {job_id}."
+                # The queue's history (admin LogEntry) keeps who asked.
+                self.log_change(request, queue, summary)  # type: ignore[attr-defined]
+                level = messages.SUCCESS
+                summary += (
+                    f" Its worker stops it within about {stop.POLL_S:g} s of "
+                    "seeing the request; it then shows in the failed jobs as "
+                    "stopped."
+                )
+            else:
+                summary = (
+                    f"A stop of job {job_id} was already asked for "
+                    f"{timezone.localtime(asked.request.requested_at):%H:%M:%S}; "
+                    "nothing more was done."
+                )
+                level = messages.WARNING
+            self.message_user(request, summary, level)  # type: ignore[attr-defined]
+            return HttpResponseRedirect(back)
+        pending = stop.open_requests([job_id]).get(job_id)
+        context = {
+            **self._context(request, queue, f"Stop job {job_id}?"),
+            "state": STATES[STARTED],
+            "job_id": job_id,
+            "job_url": job_url(queue, job_id),
+            "pending": pending,
+            "poll_s": stop.POLL_S,
+            "back_url": back,
+        }
+        return TemplateResponse(
+            request, "admin/ops/queue_jobs/stop_confirm.html", context
+        )
+
     # -- the queue's change page --
 
     def change_view(
@@ -445,6 +535,16 @@ class QueueJobsMixin:
                     "commands": service.COUNT_COMMANDS,
                 }
         return super().change_view(request, object_id, form_url, extra)  # type: ignore[misc]
+
+
+def _stop_cell(queue: Queue, job_id: str, pending: dict[str, Any]) -> SafeString:
+    request = pending.get(job_id)
+    if request is not None:
+        return format_html(
+            '<span class="ops-alert" title="asked at {}">stop asked</span>',
+            timezone.localtime(request.requested_at).strftime("%Y-%m-%d %H:%M:%S"),
+        )
+    return format_html('<a href="{}">Stop&hellip;</a>', stop_url(queue, job_id))
 
 
 def _page_cost_note(state: str) -> str:

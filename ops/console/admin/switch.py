@@ -5,15 +5,20 @@ only adds this URL. A proxy model would have given the page its own entry on
 the admin index, but at the price of a migration and a second set of
 permissions; the page is about queues, and viewing it needs `ops.view_queue`.
 
-Every view of the page sends 6 x queues + 1 billed Redis commands (one
-pipeline, ops/inspection/switch_check.py), and says so.
+Every view of the page sends 6 x queues + 2 billed Redis commands (one
+pipeline, ops/inspection/switch_check.py), + 6 per queue of RQ's `rq:queues`
+that is not on the Queues page, and says so. Those queues, when they hold
+jobs, are listed with a button that registers them (a POST to
+/admin/ops/queue/redis-switch/register/, `ops.add_queue`, an audit LogEntry):
+from then on the drains see them (enabled) or the page lists them as
+disabled.
 """
 
 from __future__ import annotations
 
-from django.contrib import admin
-from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
@@ -30,6 +35,7 @@ from ops.inspection.switch_check import (
     DrainInStreak,
     QueuePending,
     SwitchCheck,
+    register_queue,
     switch_check,
 )
 from ops.models import Queue, Source, WorkerProcess
@@ -108,8 +114,48 @@ class QueueAdminWithSwitchCheck(QueueAdmin):
                 self.admin_site.admin_view(self.redis_switch_view),
                 name="ops_queue_redis_switch",
             ),
+            path(
+                "redis-switch/register/",
+                self.admin_site.admin_view(self.register_queue_view),
+                name="ops_queue_register",
+            ),
             *super().get_urls(),
         ]
+
+    def register_queue_view(self, request: HttpRequest) -> HttpResponse:
+        """POST only: put a queue of rq:queues on the Queues page."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        back = reverse("admin:ops_queue_redis_switch")
+        if request.method != "POST":
+            return HttpResponseRedirect(back)
+        name = request.POST.get("name", "").strip()
+        enabled = request.POST.get("enabled") == "1"
+        try:
+            queue = register_queue(name, enabled=enabled)
+        except ValidationError as exc:
+            self.message_user(
+                request, f"Not registered: {'; '.join(exc.messages)}", messages.ERROR
+            )
+            return HttpResponseRedirect(back)
+        # The queue's history starts with who registered it, and how.
+        self.log_addition(
+            request,
+            queue,
+            f"Registered from the Redis switch page ({queue.name} was in "
+            f"rq:queues), {'enabled' if enabled else 'disabled'}.",
+        )
+        self.message_user(
+            request,
+            f"Queue {queue.name} registered, "
+            + (
+                "enabled: the next drain runs its jobs."
+                if enabled
+                else "disabled: no drain runs it until you enable it."
+            ),
+            messages.SUCCESS,
+        )
+        return HttpResponseRedirect(back)
 
     def redis_switch_view(self, request: HttpRequest) -> HttpResponse:
         if not self.has_view_permission(request):
@@ -124,6 +170,12 @@ class QueueAdminWithSwitchCheck(QueueAdmin):
             "queue_rows": [
                 _queue_row(name, p) for name, p in (check.pending or {}).items()
             ],
+            "unregistered_rows": [
+                {"name": name, "cells": _queue_row(name, p)[1:]}
+                for name, p in (check.unregistered or {}).items()
+            ],
+            "can_register": self.has_add_permission(request),
+            "register_url": reverse("admin:ops_queue_register"),
             "drain_rows": [
                 _drain_row(d, can_view_runs=can_view_runs) for d in check.recent_drains
             ],
@@ -132,8 +184,8 @@ class QueueAdminWithSwitchCheck(QueueAdmin):
             "commands_per_queue": COMMANDS_PER_QUEUE,
             "extra_commands": EXTRA_COMMANDS,
             "cost_formula": COST_FORMULA,
-            "queue_count": (check.expected_redis_commands - EXTRA_COMMANDS)
-            // COMMANDS_PER_QUEUE,
+            "queue_count": check.registered_queues,
+            "unknown_count": check.unknown_queues,
             "runs_url": reverse("admin:ops_drainrun_changelist")
             if can_view_runs
             else "",

@@ -93,6 +93,17 @@ def detail_lines(check: SwitchCheck) -> list[str]:
             label = name if pending.enabled else f"{name} (disabled)"
             values = "".join(f" {getattr(pending, c):>12}" for c in _COLUMNS)
             lines.append(f"  {label:<{width}}{values}")
+    if check.unregistered:
+        lines += [
+            "",
+            "Queues in rq:queues that are not on the Queues page (no drain runs "
+            "them; register them in the console's Redis switch page):",
+        ]
+        width = max(len("queue"), *(len(name) for name in check.unregistered))
+        lines.append(f"  {'queue':<{width}}" + "".join(f" {c:>12}" for c in _COLUMNS))
+        for name, pending in check.unregistered.items():
+            values = "".join(f" {getattr(pending, c):>12}" for c in _COLUMNS)
+            lines.append(f"  {name:<{width}}{values}")
 
     lines += ["", f"Always-on workers alive: {len(check.live_workers)}"]
     lines += [
@@ -109,6 +120,6 @@ def detail_lines(check: SwitchCheck) -> list[str]:
     lines += [
         "",
         f"This check spent {check.redis_commands} Redis commands ({COST_FORMULA}: "
-        f"{check.expected_redis_commands} for these queues).",
+        f"{check.expected_redis_commands} here).",
     ]
     return lines
