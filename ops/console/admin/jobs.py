@@ -22,7 +22,7 @@ from django.utils.text import Truncator
 
 from ops.console.admin.common import JOB_STATUS_COLOURS
 from ops.console.admin.lists import BoundedListMixin, IndexedSearchMixin
-from ops.models import DrainRun, JobRecord, Queue
+from ops.models import DrainRun, JobRecord, JobStopRequest, Queue
 
 
 class QueueFilter(admin.SimpleListFilter):
@@ -184,3 +184,38 @@ class JobRecordAdmin(BoundedListMixin, IndexedSearchMixin, admin.ModelAdmin):
             run,
             timezone.localtime(run.started).strftime("%Y-%m-%d %H:%M:%S"),
         )
+
+
+@admin.register(JobStopRequest)
+class JobStopRequestAdmin(admin.ModelAdmin):
+    """Who asked which job to stop, and which process stopped it: a record.
+    Requests are made from a queue's started-jobs page (queue_jobs.py)."""
+
+    list_display = (
+        "job_id",
+        "queue",
+        "outcome",
+        "requested_by",
+        "requested_at",
+        "handled_at",
+        "handled_by",
+    )
+    list_filter = ("outcome", "queue")
+    list_select_related = ("requested_by",)
+    # The UniqueConstraint's index leads with job_id: exact lookups only.
+    search_fields = ("=job_id",)
+    fields = list_display
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(
+        self, request: HttpRequest, obj: JobStopRequest | None = None
+    ) -> bool:
+        return False
+
+    def has_delete_permission(
+        self, request: HttpRequest, obj: JobStopRequest | None = None
+    ) -> bool:
+        return False
