@@ -44,7 +44,7 @@ def test_the_home_page_says_what_its_backlog_read_cost(admin_client, wire):
 
 def test_the_redis_switch_page_says_what_it_cost(admin_client, wire):
     html = admin_client.get("/admin/ops/queue/redis-switch/").content.decode()
-    assert footer_cost(html) == wire.billed() == 6 * 5 + 1
+    assert footer_cost(html) == wire.billed() == 6 * 5 + 2
 
 
 def test_the_login_page_has_no_footer(client):

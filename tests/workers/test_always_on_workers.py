@@ -196,18 +196,24 @@ def test_idle_workers_spend_few_commands_per_wake_up(
         ALWAYS_ON_SCHEDULED_SCAN_S="3600",
         DRAIN_EXECUTOR=executor,
     )
-    wait_for(idle_worker)
-    time.sleep(1)
+    blocking = next(iter(per_wake))
+    processes = 5 if args else 1
+    # Every process has connected and blocked once (a process marks itself
+    # idle before its first command: on a loaded machine its AUTH can come
+    # later), so the window below holds wake-ups only.
+    wait_for(
+        lambda: WorkerProcess.objects.filter(state=WorkerProcess.State.IDLE).count()
+        == processes
+        and wire.snapshot()[blocking] >= processes
+    )
     before = wire.snapshot()
     time.sleep(6.5)
     during = wire.snapshot() - before
-    blocking = next(iter(per_wake))
     wakes = during[blocking]
     assert wakes >= 2
     assert during == {name: n * wakes for name, n in per_wake.items()}
     proc.send_signal(signal.SIGTERM)
     proc.wait(30)
-    processes = 5 if args else 1
     per_wake_total = sum(during.values()) / wakes
     # At the defaults: at most two wake-ups an hour a process, a scan every 300 s.
     per_hour_at_defaults = per_wake_total * 2 * processes + 3600 / 300
