@@ -263,7 +263,7 @@ class _EveryQueue(dict):
 RQ_QUEUES = _EveryQueue(default=rq_queue_settings(_redis_parts.hostname, _redis_port))
 
 # --- Drain defaults ---------------------------------------------------------
-DRAIN_MAX_DURATION_CAP_MS = 600_000  # the hard cap (runbook §6.2); not configurable
+DRAIN_MAX_DURATION_CAP_MS = 600_000  # the hard cap; not configurable
 DRAIN_MAX_DURATION_MS = _int(
     "DRAIN_MAX_DURATION_MS", 60_000, minimum=1, maximum=DRAIN_MAX_DURATION_CAP_MS
 )
@@ -291,14 +291,14 @@ if DRAIN_EXECUTOR not in ("lean", "rq"):
 DRAIN_SCHEDULED_RECHECK_S = _int(
     "DRAIN_SCHEDULED_RECHECK_S", 900, minimum=0, maximum=86_400
 )
-# Runbook §6.3: before moving to another Redis, this many drains in a row must
+# Before moving to another Redis, this many drains in a row must
 # have processed nothing (manage.py redis_switch_check, the admin's switch page).
 REDIS_SWITCH_MIN_EMPTY_DRAINS = _int(
     "REDIS_SWITCH_MIN_EMPTY_DRAINS", 3, minimum=1, maximum=1000
 )
 
 # --- Cron endpoint -----------------------------------------------------------
-# Environment tokens, accepted in this order (runbook §4). DRAIN_QUEUES_TOKEN and
+# Environment tokens, accepted in this order. DRAIN_QUEUES_TOKEN and
 # CRON_TOKEN only reach /api/v1/cron/drain-queues; CRON_SECRET reaches every
 # /api/v1/cron/* endpoint. A token shorter than 16 characters, with surrounding
 # whitespace, or equal to another one stops every process here
@@ -378,7 +378,7 @@ METERING_FLUSH_INTERVAL_S = _int(
 QUOTA_SERVER_STATS = _bool("QUOTA_SERVER_STATS", False)
 # The application's expected Redis commands a day, for the projection and the
 # mode advisor while nothing is measured (no metered application traffic, no
-# provider figure). Runbook §2: ~5-8 commands a request, so 500 requests/day
+# provider figure). An application request costs ~5-8 commands, so 500 requests/day
 # is ~2,500-4,000. 0: assume none.
 QUOTA_APP_COMMANDS_PER_DAY = _int("QUOTA_APP_COMMANDS_PER_DAY", 0, minimum=0)
 

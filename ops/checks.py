@@ -55,7 +55,7 @@ def check_env_tokens(app_configs: Any = None, **kwargs: Any) -> list[CheckMessag
 def check_double_consumption(
     app_configs: Any = None, databases: Any = None, **kwargs: Any
 ) -> list[CheckMessage]:
-    """Two consumers on the same queues (runbook §6.1). Database only."""
+    """Two consumers on the same queues. Database only."""
     if not databases:
         return []
     from ops.workers.consumers import double_consumption_warnings

@@ -634,7 +634,7 @@ class CommandUsage(models.Model):
 
 
 class QuotaIncident(models.Model):
-    """Redis answered "quota exhausted" (runbook §8). At most one is open."""
+    """Redis answered "quota exhausted". At most one is open."""
 
     opened_at = models.DateTimeField(default=timezone.now)
     last_seen_at = models.DateTimeField(default=timezone.now)

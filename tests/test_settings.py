@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -205,3 +207,31 @@ def test_the_token_rule_imports_nothing_from_django():
         timeout=60,
     )
     assert result.stdout.strip() == "[]", result.stderr
+
+
+# Every way the settings read a variable: env.str/int/list/..., and the two
+# fail-fast helpers. A call split over lines still matches (\s*).
+_SETTINGS_READS = re.compile(r'(?:\benv\.\w+|\b_int|\b_bool)\(\s*"([A-Z][A-Z0-9_]*)"')
+_EXAMPLE_LINE = re.compile(r"^#?\s?([A-Z][A-Z0-9_]*)=", re.M)
+
+
+def test_every_variable_the_settings_read_is_in_env_example():
+    base = Path(settings.BASE_DIR)
+    read = set(_SETTINGS_READS.findall((base / "kaireon/settings.py").read_text()))
+    listed = set(_EXAMPLE_LINE.findall((base / ".env.example").read_text()))
+    # The pattern finds what it should (a broken one would pass vacuously).
+    assert {"REDIS_URL", "DRAIN_MAX_DURATION_MS", "LOG_FORMAT"} <= read
+    assert read - listed == set()
+    # And .env.example lists nothing nobody reads: the settings, ./dev and its
+    # scripts, or gunicorn's config.
+    readers = "".join(
+        (base / name).read_text()
+        for name in (
+            "kaireon/settings.py",
+            "kaireon/gunicorn.conf.py",
+            "dev",
+            "scripts/dev_env.py",
+            "scripts/local_redis.py",
+        )
+    )
+    assert {name for name in listed - read if name not in readers} == set()

@@ -2,8 +2,11 @@
 
 Lazy: nothing is read unless a template asks for `ops_quota`, and the admin's
 base template asks only on pages of logged-in staff (`has_permission`). Then
-it costs two database queries (usage totals, the open incident) and no Redis
-command: a page view must never spend from the budget it reports on.
+it costs two database queries (the quota at a glance: the meters and the
+provider's latest figure in one aggregate, ops/usage/quota.py's `glance`; the
+open incident) and no Redis command: a page view must never spend from the
+budget it reports on. It warns on the quota page's larger truth, so a
+provider figure beyond the meters turns it amber like the meters would.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ RESOLUTION_PATHS = [
 @dataclass(frozen=True)
 class QuotaBanner:
     visible: bool
-    summary: quota.Summary | None = None
+    summary: quota.Glance | None = None
     incident: QuotaIncident | None = None
     quota_url: str = ""
     incident_url: str = ""
@@ -63,7 +66,7 @@ def banner_for(request: HttpRequest, now: datetime | None = None) -> QuotaBanner
     user = getattr(request, "user", None)
     if user is None or not (user.is_active and user.is_staff):
         return QuotaBanner(visible=False)
-    head = quota.summary(now)
+    head = quota.glance(now)
     incident = incidents.open_incident()
     url = ""
     if user.has_perm("ops.view_commandusage"):

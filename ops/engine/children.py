@@ -25,8 +25,15 @@ from typing import IO, Any
 
 from django.conf import settings
 
+from ops.logcontext import bind
+from ops.logcontext import current as log_fields
+
 # Linux prctl option: deliver this signal when the parent dies.
 _PR_SET_PDEATHSIG = 1
+# The drain run a spawned child works for: a forked child inherits the log
+# context, a spawned one starts empty and reads it here (setup_child), so its
+# JSON log lines carry the run id too.
+RUN_ID_ENV = "KAIREON_LOG_RUN_ID"
 
 
 class SharedTally:
@@ -65,6 +72,11 @@ def spawn(
     reader, writer = os.pipe()
     env = dict(os.environ)
     env.setdefault("DJANGO_SETTINGS_MODULE", "kaireon.settings")
+    # Never an inherited one: a child outside a run has no run id.
+    env.pop(RUN_ID_ENV, None)
+    run_id = log_fields().get("run_id")
+    if run_id:
+        env[RUN_ID_ENV] = run_id
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(settings.BASE_DIR), env.get("PYTHONPATH", "")) if p
     )
@@ -136,8 +148,11 @@ def die_with_parent(parent_pid: int) -> None:
 
 
 def setup_child(parent_pid: int) -> None:
-    """In a spawned child: die with the parent, then set Django up."""
+    """In a spawned child: die with the parent, take the parent's run id
+    into the log context, then set Django up."""
     die_with_parent(parent_pid)
+    # The child's main context is its own: what it binds lasts its life.
+    bind(run_id=os.environ.get(RUN_ID_ENV) or None)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kaireon.settings")
     import django
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ops.engine.drain import ErrorCode
+from ops.humanize import duration_ms
 from ops.models import DrainRun
 
 
@@ -64,10 +65,15 @@ def summary_line(run: DrainRun, *, label: bool = False) -> str:
     if run.status == DrainRun.Status.SKIPPED:
         return f"skipped: drain {run.blocked_by} is running"
     status = run.get_status_display() if label else run.status
+    # People read the one human format (ops/humanize.py); a terminal or a log
+    # keeps the exact milliseconds.
+    took = f"{run.duration_ms} ms"
+    if label and run.duration_ms is not None:
+        took = duration_ms(run.duration_ms)
     line = (
         f"{status}: {run.total_processed} processed, {run.total_failed} failed, "
         f"{sum(r.get('remaining', 0) for r in run.queue_results.values())} left, "
-        f"{run.duration_ms} ms, {run.redis_commands} Redis commands"
+        f"{took}, {run.redis_commands} Redis commands"
     )
     if run.error:
         line += f" ({run.error})"

@@ -1,8 +1,8 @@
-"""Is it safe to move to another Redis now? (runbook §6.3)
+"""Is it safe to move to another Redis now?
 
 Switching Redis instances abandons every job still in the old database: queued,
 popped but never registered (the intermediate list), scheduled, started and
-deferred. The runbook's rule is "wait until drains return totalProcessed: 0 for
+deferred. The rule is "wait until drains return totalProcessed: 0 for
 several consecutive ticks"; this check applies it and also looks at Redis
 itself, because an empty streak says nothing about a job scheduled for
 tomorrow or one enqueued a second ago.

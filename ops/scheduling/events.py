@@ -1,19 +1,21 @@
 """The alerts besides the missed tick, evaluated from database state by the
 periodic alarm check (ops/tasks.py, every minute), each sent once:
 
-* quota threshold crossed: the period's used commands reach a percentage of
-  QUOTA_WARN_THRESHOLDS (80 %, 95 %): once per threshold and billing period;
+* quota threshold crossed: the period's used commands (the larger of the
+  meters and the provider's figure, as on the quota page) reach a percentage
+  of QUOTA_WARN_THRESHOLDS (80 %, 95 %): once per threshold and billing period;
 * quota incident opened, and closed: once each per incident, for incidents
   that opened (or closed) within RECENT, so a first deploy does not announce
   old history;
 * failed jobs: more than ALERT_FAILED_JOBS_PER_HOUR jobs failed or were
-  abandoned in the last hour; sent when the count goes over, re-armed (quietly)
-  once it is back at or under the threshold.
+  abandoned in the last hour; sent when the count goes over, and "resolved"
+  once when it is back at or under the threshold (which re-arms it).
 
 "Once" holds across processes: a fired alert is an AlertState row whose
 primary key only one evaluator can insert; the failed-jobs state flips by a
 conditional UPDATE. The usage package never calls this: it only records.
-Costs no Redis command (one aggregate over CommandUsage, a few small reads).
+Costs no Redis command (one aggregate over CommandUsage with the provider's
+latest figure, a few small reads).
 """
 
 from __future__ import annotations
@@ -63,7 +65,9 @@ def _flip(key: str, to: str, now: datetime) -> bool:
 
 
 def quota_alerts(now: datetime) -> list[alerts.Alert]:
-    head = quota.summary(now)
+    # The quota page's and the banner's larger truth: a provider figure past a
+    # threshold alerts even when the meters alone are under it.
+    head = quota.glance(now)
     found = []
     for threshold in head.crossed:
         key = f"quota:{head.period.start:%Y-%m-%d}:{threshold}"
@@ -159,9 +163,27 @@ def failed_jobs_alerts(now: datetime) -> list[alerts.Alert]:
     failed = JobRecord.objects.filter(
         status__in=FAILED_STATUSES, created__gte=now - FAILED_JOBS_WINDOW
     ).count()
+    fields = {"failedLastHour": failed, "threshold": threshold}
     if failed <= threshold:
-        _flip(FAILED_JOBS_KEY, CLEAR, now)  # re-armed, quietly
-        return []
+        # Re-armed; only the evaluator that flipped a firing state says so,
+        # and a state that never fired (the first check) flips nothing.
+        if not _flip(FAILED_JOBS_KEY, CLEAR, now):
+            return []
+        return [
+            alerts.Alert(
+                event=AlertEvent.FAILED_JOBS,
+                severity="resolved",
+                title="Failed jobs back under the threshold",
+                message=(
+                    f"{failed} jobs failed or were abandoned in the last hour, "
+                    f"at or under the threshold of {threshold} "
+                    f"(ALERT_FAILED_JOBS_PER_HOUR)."
+                ),
+                at=now,
+                console=console_url(),
+                fields={**fields, "state": "resolved"},
+            )
+        ]
     if not _flip(FAILED_JOBS_KEY, FIRING, now):
         return []
     return [
@@ -175,7 +197,7 @@ def failed_jobs_alerts(now: datetime) -> list[alerts.Alert]:
             ),
             at=now,
             console=console_url(),
-            fields={"failedLastHour": failed, "threshold": threshold},
+            fields={**fields, "state": "firing"},
         )
     ]
 

@@ -29,6 +29,7 @@ from django.conf import settings
 from django.urls import reverse
 from django.utils import timezone
 
+from ops.humanize import duration
 from ops.models import AlertEvent, ConsoleSettings, Source
 from ops.runtime import console_settings
 from ops.scheduling import alarm, alerts
@@ -176,8 +177,8 @@ def send_email(report: AlarmReport, previous: str) -> str:
         report.headline,
         "",
         f"State: {report.label} (was {previous})",
-        f"Expected interval: {section['expectedIntervalMinutes']} min",
-        f"Grace: {section['graceMinutes']} min",
+        f"Expected interval: {duration(section['expectedIntervalMinutes'] * 60)}",
+        f"Grace: {duration(section['graceMinutes'] * 60)}",
         f"Last drain: {section['lastDrainAt'] or 'none'}"
         + (
             f" ({section['lastDrainTrigger']}, {section['lastDrainStatus']})"
@@ -186,7 +187,7 @@ def send_email(report: AlarmReport, previous: str) -> str:
         ),
         "Oldest queued job: "
         + (
-            f"{section['oldestQueuedJobAgeS']} s"
+            f"{duration(section['oldestQueuedJobAgeS'])} old"
             if section["oldestQueuedJobAgeS"] is not None
             else ("none" if section["backlogKnown"] else "unknown")
         ),

@@ -18,3 +18,15 @@ def duration(seconds: float | None) -> str:
         return duration_text(float(seconds))
     except (TypeError, ValueError):
         return "-"
+
+
+@register.filter
+def duration_ms(ms: float | None) -> str:
+    """`{{ job.duration_ms|duration_ms }}`: "350 ms", "4.2 s" (ops/humanize.py);
+    "-" for None."""
+    if ms is None or ms == "":
+        return "-"
+    try:
+        return duration_text(float(ms) / 1000)
+    except (TypeError, ValueError):
+        return "-"

@@ -1,4 +1,4 @@
-"""The mode advisor: the runbook's "when to pick which" table (§1), from figures.
+"""The mode advisor: which worker mode to pick, from figures.
 
 For each way of running the jobs — always-on RQ workers, or a cron drain every
 1, 5, 15 or 30 minutes — what a month would cost in Redis commands at today's
@@ -141,7 +141,7 @@ class ModeRow:
     fits_with_margin: bool
     basis: str  # the arithmetic, so a reader can check it
     recommended: bool = False
-    # The application's own Redis traffic (every row): runbook §2's quota table.
+    # The application's own Redis traffic (every row), measured or configured.
     application_commands: int = 0
 
     @property
@@ -339,7 +339,7 @@ def application_per_month(now: datetime) -> Figure:
     """The application's Redis commands in a 30-day month: what its metered
     clients sent in the last 7 days, plus what the latest provider figure
     says no meter saw (at its hourly rate); with neither, the SRE's assumption
-    QUOTA_APP_COMMANDS_PER_DAY (runbook §2: ~5-8 commands a request)."""
+    QUOTA_APP_COMMANDS_PER_DAY (an application request costs ~5-8 commands)."""
     week_to_month = MONTH_DAYS / 7
     metered = (
         CommandUsage.objects.filter(
@@ -421,7 +421,7 @@ def advise(
     * without jobs in the last 7 days, the runbook's 5-minute cron drain, or
       the fastest slower cron that fits when it does not;
     * when nothing fits with margin, the cheapest row that still fits; when
-      nothing fits at all, no recommendation (runbook §8: upgrade or move).
+      nothing fits at all, no recommendation (upgrade or move).
     """
     jobs_last_7d = (
         round(jobs_per_month * 7 / MONTH_DAYS) if jobs_last_7d is None else jobs_last_7d
@@ -542,7 +542,7 @@ def _recommend(
         first = slow_enough[0]
         if first.interval_minutes == RUNBOOK_INTERVAL_MIN:
             return first, (
-                f"With {why}: the runbook's cron drain every {RUNBOOK_INTERVAL_MIN} "
+                f"With {why}: a cron drain every {RUNBOOK_INTERVAL_MIN} "
                 f"min (WORKER_INPROCESS=0), which stays under {margin} % of the "
                 f"budget. Faster modes spend idle commands a small budget needs "
                 f"for jobs."
@@ -556,9 +556,9 @@ def _recommend(
         return fitting[0], (
             f"No mode stays under {margin} % of the budget at this job volume: the "
             f"cheapest one that still fits, with little room to spare. Plan an "
-            f"upgrade (runbook §8)."
+            f"upgrade (pay-as-you-go or a larger plan)."
         )
     return None, (
         "No mode fits the budget at this job volume: upgrade to pay-as-you-go, "
-        "move to a different Redis (runbook §8) or reduce the job volume."
+        "move to a different Redis or reduce the job volume."
     )

@@ -1,4 +1,4 @@
-"""Quota incidents (runbook §8): opened by the first "quota exhausted" answer,
+"""Quota incidents: opened by the first "quota exhausted" answer,
 closed by the first successful probe.
 
 While one is open, code that would talk to Redis asks `gate()` first: at most

@@ -156,16 +156,12 @@ def _hours(delta: timedelta) -> float:
 def unseen(now: datetime, period_start: datetime, period_end: datetime) -> Unseen:
     """The latest monthly reading of this period, else the latest daily one,
     against the meters (two queries, no Redis)."""
-    reading = latest(MONTHLY_KIND, since=period_start, until=now)
-    if reading is not None:
-        window_start = period_start
-    else:
-        reading = latest(DAILY_KIND, since=period_start, until=now)
-        if reading is None:
-            return Unseen()
-        window_start = reading.at.astimezone(UTC).replace(
-            hour=0, minute=0, second=0, microsecond=0
-        )
+    reading = latest(MONTHLY_KIND, since=period_start, until=now) or latest(
+        DAILY_KIND, since=period_start, until=now
+    )
+    if reading is None:
+        return Unseen()
+    window_start = window_start_of(reading, period_start)
     reading_hour_end = _floor_hour(reading.at) + timedelta(hours=1)
     sums = CommandUsage.objects.filter(
         hour__gte=window_start, hour__lt=period_end, hour__lte=now
@@ -173,14 +169,34 @@ def unseen(now: datetime, period_start: datetime, period_end: datetime) -> Unsee
         before=Sum("commands", filter=Q(hour__lt=reading_hour_end)),
         after=Sum("commands", filter=Q(hour__gte=reading_hour_end)),
     )
-    before = sums["before"] or 0
+    return estimate(
+        reading,
+        window_start=window_start,
+        before=sums["before"] or 0,
+        after=sums["after"] or 0,
+    )
+
+
+def window_start_of(reading: ProviderUsageReading, period_start: datetime) -> datetime:
+    """Where a reading's count starts: the period for a monthly figure, its
+    UTC day for a daily one."""
+    if reading.kind == MONTHLY_KIND:
+        return period_start
+    return reading.at.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def estimate(
+    reading: ProviderUsageReading, *, window_start: datetime, before: int, after: int
+) -> Unseen:
+    """The unseen commands of `reading`, given what the meters booked in its
+    window up to its hour (`before`) and after it (`after`)."""
     commands = max(0, reading.used - before)
     hours = max(_MIN_WINDOW_HOURS, _hours(reading.at - window_start))
     return Unseen(
         reading=reading,
         window_start=window_start,
         metered_in_window=before,
-        metered_since=sums["after"] or 0,
+        metered_since=after,
         commands=commands,
         per_hour=commands / hours,
     )

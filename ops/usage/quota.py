@@ -34,10 +34,11 @@ from typing import Any
 
 import redis
 from django.conf import settings
-from django.db.models import Min, Q, Subquery, Sum
+from django.db.models import Case, Max, Min, Q, Subquery, Sum, Value, When
+from django.db.models.functions import Coalesce, TruncDay
 from django.utils import timezone
 
-from ops.models import CommandUsage, Source
+from ops.models import CommandUsage, ProviderUsageReading, Source
 from ops.usage import incidents, provider
 from ops.usage.period import Period, billing_period
 from ops.usage.quota_errors import is_quota_exhausted
@@ -312,7 +313,8 @@ def report(
 
     per_job = (costs or advisor.measured_costs(now)).per_job
     unseen = provider.unseen(now, period.start, period.end)
-    truth_ = truth(head, by_source, unseen, stats)
+    application = sum(s.commands for s in by_source if s.source in APPLICATION_SOURCES)
+    truth_ = truth(head, application, unseen, stats)
     headroom = max(0, head.budget - truth_.projected_total)
     return Report(
         summary=head,
@@ -409,11 +411,11 @@ class Truth:
 
 def truth(
     head: Summary,
-    by_source: list[SourceUsage],
+    application: int,
     unseen: provider.Unseen,
     stats: ServerStats | None = None,
 ) -> Truth:
-    application = sum(s.commands for s in by_source if s.source in APPLICATION_SOURCES)
+    """`application`: this period's metered commands of APPLICATION_SOURCES."""
     console = head.used - application
     hours_left = head.period.hours_left(head.now)
     if unseen.known:
@@ -450,6 +452,169 @@ def truth(
         projected_total=projected,
         budget=head.budget,
     )
+
+
+# --- At a glance: the banner on every page, the larger truth in one query --------
+
+
+@dataclass(frozen=True)
+class Glance:
+    """What the banner on every page says: the quota page's larger truth
+    (Truth: the meters, or the provider's figure when it is larger) with its
+    thresholds and run-out date. Named like Summary's fields where they mean
+    the same, on the larger count."""
+
+    summary: Summary  # the meters alone
+    truth: Truth
+    runs_out_at: datetime | None
+
+    @property
+    def period(self) -> Period:
+        return self.summary.period
+
+    @property
+    def budget(self) -> int:
+        return self.summary.budget
+
+    @property
+    def used(self) -> int:
+        return self.truth.used
+
+    @property
+    def used_percent(self) -> float:
+        return self.truth.used_percent
+
+    @property
+    def projected_total(self) -> int:
+        return self.truth.projected_total
+
+    @property
+    def projected_percent(self) -> float:
+        return self.truth.projected_percent
+
+    @property
+    def per_hour(self) -> float:
+        return self.truth.per_hour
+
+    @property
+    def crossed(self) -> list[int]:
+        return [t for t in self.summary.thresholds if self.used_percent >= t]
+
+    @property
+    def exhausted(self) -> bool:
+        return self.used >= self.budget
+
+    @property
+    def includes_others(self) -> bool:
+        """The figures count commands no meter saw (the provider's figure)."""
+        return self.truth.basis == TRUTH_PROVIDER and self.truth.larger_than_meters
+
+    @property
+    def basis_label(self) -> str:
+        if self.truth.basis == TRUTH_PROVIDER:
+            return "metered and provider's rates"
+        return self.summary.rates.basis_label
+
+    @property
+    def level(self) -> str:
+        """As Summary.level, on the larger truth."""
+        if self.crossed:
+            return "warning"
+        if self.truth.projected_over_budget:
+            return "notice"
+        return "ok"
+
+
+def glance(now: datetime | None = None) -> Glance:
+    """The banner's figures: Summary and Truth as the quota page computes them
+    (provider figure included; the server's INFO is a page read, never a
+    banner's), in one aggregate query with the period's latest provider
+    reading as subqueries: one round trip, no Redis."""
+    now = now or current_time()
+    period = billing_period(now)
+    hour = _floor_hour(now)
+    since_24h = hour - timedelta(hours=24)
+    since_7d = hour - timedelta(days=7)
+    oldest = CommandUsage.objects.order_by("hour").values("hour")[:1]
+    # provider.unseen's choice: the latest monthly reading of the period,
+    # else the latest daily one.
+    readings = ProviderUsageReading.objects.filter(
+        at__gte=period.start, at__lte=now
+    ).order_by(
+        Case(When(kind=provider.MONTHLY_KIND, then=Value(0)), default=Value(1)),
+        "-at",
+        "-id",
+    )
+
+    def reading(name: str) -> Coalesce:
+        # A constant of the row: aggregate() takes aggregates only, and Max
+        # over no usage row is NULL, so the bare subquery stands behind it.
+        field = Subquery(readings.values(name)[:1])
+        return Coalesce(Max(field), field)
+
+    reading_at = Subquery(readings.values("at")[:1])
+    in_period = Q(hour__gte=period.start, hour__lt=period.end)
+    totals = CommandUsage.objects.filter(
+        hour__gte=min(period.start, since_7d), hour__lte=now
+    ).aggregate(
+        used=Sum("commands", filter=in_period),
+        application=Sum(
+            "commands", filter=in_period & Q(source__in=APPLICATION_SOURCES)
+        ),
+        last_24h=Sum("commands", filter=Q(hour__gte=since_24h)),
+        last_7d=Sum("commands", filter=Q(hour__gte=since_7d)),
+        first=Min(Subquery(oldest)),
+        # Rows are on the hour: `hour <= at` is provider.unseen's "before the
+        # end of the reading's hour".
+        upto_reading=Sum("commands", filter=in_period & Q(hour__lte=reading_at)),
+        before_reading_day=Sum(
+            "commands",
+            filter=in_period & Q(hour__lt=TruncDay(reading_at, tzinfo=UTC)),
+        ),
+        reading_id=reading("id"),
+        reading_at=reading("at"),
+        reading_used=reading("used"),
+        reading_limit=reading("limit"),
+        reading_kind=reading("kind"),
+        reading_origin=reading("origin"),
+    )
+    used = totals["used"] or 0
+    rates = _rates(
+        now,
+        first=totals["first"],
+        last_24h=totals["last_24h"] or 0,
+        last_7d=totals["last_7d"] or 0,
+        since_24h=since_24h,
+        since_7d=since_7d,
+    )
+    head = _summarise(now, period, used, rates)
+    if totals["reading_id"] is None:
+        unseen = provider.Unseen()
+    else:
+        row = ProviderUsageReading(
+            pk=totals["reading_id"],
+            at=totals["reading_at"],
+            used=totals["reading_used"],
+            limit=totals["reading_limit"],
+            kind=totals["reading_kind"],
+            origin=totals["reading_origin"],
+        )
+        upto = totals["upto_reading"] or 0
+        before = upto
+        if row.kind != provider.MONTHLY_KIND:
+            before = upto - (totals["before_reading_day"] or 0)
+        unseen = provider.estimate(
+            row,
+            window_start=provider.window_start_of(row, period.start),
+            before=before,
+            after=used - upto,
+        )
+    larger = truth(head, totals["application"] or 0, unseen)
+    runs_out_at = None
+    if larger.used < larger.budget and larger.per_hour > 0:
+        at = now + timedelta(hours=(larger.budget - larger.used) / larger.per_hour)
+        runs_out_at = at if at < period.end else None
+    return Glance(summary=head, truth=larger, runs_out_at=runs_out_at)
 
 
 def as_json(rep: Report, advice: Any | None = None) -> dict[str, Any]:
@@ -537,7 +702,7 @@ def read_server_stats(
     except redis.RedisError as exc:
         if is_quota_exhausted(exc):
             # The provider refused even an unbilled command: that is the
-            # incident of runbook §8, whoever noticed it first.
+            # quota incident, whoever noticed it first.
             incidents.note_quota_error(Source.CONSOLE, exc)
         return ServerStats(
             enabled=True,

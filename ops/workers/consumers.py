@@ -1,5 +1,5 @@
 """Who consumes the queues: always-on workers and drains, and the double
-consumption the runbook warns about (§6.1).
+consumption (two consumers on the same queues).
 
 Everything here reads the database (WorkerProcess rows the supervisors keep
 fresh). RQ's own worker registry is read only on demand — when an admin page

@@ -18,6 +18,7 @@ from django.utils.html import escape
 from ops import jobs
 from ops.engine.enqueue import enqueue_canaries
 from ops.engine.lease import DRAIN_LEASE
+from ops.humanize import duration_ms
 from ops.models import DrainRun, JobRecord, Lease, Queue
 
 RUNBOOK_QUEUES = [
@@ -413,7 +414,9 @@ def test_the_run_list_renders_with_badges_and_totals(admin_client: Client) -> No
     assert '11<br><strong class="ops-alert">2 failed</strong>' in html
     assert row["trigger_code"] == "cron"
     assert row["commands"] == "321"
-    assert row["duration"] == str(run.duration_ms)
+    # The one human format (ops/humanize.py), the exact ms as the tooltip.
+    assert row["duration"] == duration_ms(run.duration_ms)
+    assert f'title="{run.duration_ms} ms"' in html
 
 
 def test_the_run_page_shows_every_result_read_only(admin_client: Client) -> None:
@@ -503,7 +506,7 @@ def test_the_job_list_shows_records_with_status_duration_and_run(
     assert row["queue"] == "batch-jobs"
     assert row["func"] == "tests.jobs.add"
     assert row["status_badge"] == "finished"
-    assert row["duration"] == "1234"
+    assert row["duration"] == "1.2 s"
     assert row["exception"] == "-"
     assert reverse("admin:ops_drainrun_change", args=[run.pk]) in html
     assert 'class="ops-badge ops-status-failed"' in html

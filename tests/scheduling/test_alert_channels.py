@@ -30,6 +30,7 @@ from ops.models import (
 )
 from ops.runtime import console_settings
 from ops.scheduling import alerts, events, notify
+from ops.usage import provider
 
 ALL_EVENTS = list(AlertEvent.values)
 
@@ -263,6 +264,21 @@ def test_quota_thresholds_fire_once_per_period(receiver):
 
 
 @pytest.mark.django_db
+def test_a_providers_figure_past_a_threshold_fires_it(receiver):
+    """The meters see 10 % of the budget; the provider counted 850."""
+    channel("webhook", receiver.url(), events=["quota_threshold"])
+    now = datetime(2030, 5, 10, 12, 0, tzinfo=UTC)
+    use(100, now)
+    assert events.check(now) == []
+    provider.record_manual(
+        used=850, kind="monthly", by=None, at=now - timedelta(minutes=10)
+    )
+    assert [d.result for d in events.check(now)] == ["sent"]
+    sent = receiver.received[0]["json"]
+    assert (sent["threshold"], sent["used"]) == (80, 850)
+
+
+@pytest.mark.django_db
 def test_a_quota_incident_is_announced_opened_then_closed_once_each(receiver, settings):
     settings.ALARM_EMAILS = ["oncall@example.com"]  # the bootstrap gets it too
     channel("webhook", receiver.url(), events=["quota_incident"])
@@ -292,7 +308,7 @@ def test_a_quota_incident_is_announced_opened_then_closed_once_each(receiver, se
 
 
 @pytest.mark.django_db
-def test_failed_jobs_over_the_threshold_fire_once_then_rearm(receiver):
+def test_failed_jobs_over_the_threshold_fire_once_then_resolve_once(receiver):
     channel("webhook", receiver.url(), events=["failed_jobs"])
     now = timezone.now()
 
@@ -305,17 +321,24 @@ def test_failed_jobs_over_the_threshold_fire_once_then_rearm(receiver):
         )
 
     failed(3, now - timedelta(minutes=5))
-    assert events.check(now) == []  # 3 is not over 3
+    assert events.check(now) == []  # 3 is not over 3, and never fired: no resolve
     failed(1, now - timedelta(minutes=1))
     assert len(events.check(now)) == 1
     assert events.check(now + timedelta(minutes=1)) == []
-    # An hour later they have aged out: re-armed quietly, then a new burst.
+    # An hour later they have aged out: resolved, once; then a new burst.
     later = now + timedelta(hours=2)
-    assert events.check(later) == []
+    assert len(events.check(later)) == 1
+    assert events.check(later + timedelta(minutes=1)) == []
     failed(5, later)
     assert len(events.check(later)) == 1
-    counts = [r["json"]["failedLastHour"] for r in receiver.received]
-    assert counts == [4, 5]
+    sent = [
+        (r["json"]["severity"], r["json"]["failedLastHour"]) for r in receiver.received
+    ]
+    assert sent == [("warning", 4), ("resolved", 0), ("warning", 5)]
+    resolved = receiver.received[1]["json"]
+    assert resolved["event"] == "failed_jobs"
+    assert resolved["title"] == "Failed jobs back under the threshold"
+    assert resolved["state"] == "resolved"
 
 
 @pytest.mark.django_db

@@ -4,6 +4,7 @@ one process only, never raised, and no Redis unless a notification goes out."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -111,6 +112,11 @@ def test_a_state_change_posts_once_and_emails_once(webhook, rq_client):
     assert message.to == ["oncall@example.com", "sre@example.com"]
     assert "late (was ok)" in message.subject
     assert "Drains are late" in message.body
+    # Times in the one human format (ops/humanize.py), not raw seconds: the job
+    # was enqueued years before the pinned clock.
+    assert "Expected interval: 5 min\n" in message.body
+    assert "Grace: 5 min\n" in message.body
+    assert re.search(r"^Oldest queued job: \d+ d( \d+ h)? old$", message.body, re.M)
 
     # Evaluated again, in the same state: nothing more is sent.
     assert notify.check(now=LATE + MIN) is None

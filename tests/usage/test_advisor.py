@@ -308,12 +308,14 @@ def test_with_nothing_measured_or_assumed_the_line_is_zero_and_says_so(db):
 
 def test_free_tier_and_idle_queues_recommend_the_5_minute_cron():
     advice = advisor.advise(budget=500_000, jobs_per_month=0, costs=BENCH)
-    # Always-on fits (181,440 = 36 %), but the runbook keeps free tiers on cron.
+    # Always-on fits (181,440 = 36 %), but a free tier stays on the cron.
     assert rows_by_key(advice)["always-on"].fits_with_margin
     assert advice.recommended is not None
     assert advice.recommended.key == "cron-5"
     assert [r.key for r in advice.rows if r.recommended] == ["cron-5"]
-    assert "runbook" in advice.reason
+    assert "a cron drain every 5 min" in advice.reason
+    # The reason stands on its own: no document the user does not have.
+    assert "runbook" not in advice.reason
 
 
 def test_with_jobs_the_lowest_latency_mode_under_the_margin_is_recommended():

@@ -45,6 +45,7 @@ from ops.engine import background
 from ops.engine.drain_options import DrainOptionError, parse_options
 from ops.engine.lease import DRAIN_LEASE
 from ops.engine.results import progress_result, summary_line
+from ops.humanize import duration_ms as human_ms
 from ops.inspection.queue_stats import COMMANDS_PER_QUEUE, QueueDepth, queue_depths
 from ops.models import DrainRun, JobRecord, Lease, Queue
 from ops.queues import enabled_queue_names
@@ -431,13 +432,17 @@ class DrainRunAdmin(BoundedListMixin, IndexedSearchMixin, admin.ModelAdmin):
             return format_html("{}", obj.requested_by.get_username())
         return format_html("{}", obj.caller) if obj.caller else None
 
-    @admin.display(description="ms")
+    # The one human format for times (ops/humanize.py); the exact milliseconds
+    # are the tooltip (and the JSON's durationMs).
+    @admin.display(description="took")
     def duration(self, obj: DrainRun) -> SafeString | None:
         ms = obj.duration_ms
-        return None if ms is None else format_html("{}", ms)
+        if ms is None:
+            return None
+        return format_html('<span title="{} ms">{}</span>', ms, human_ms(ms))
 
     # A read-only field shows None as "None", a list cell as "-": say "-" here.
-    @admin.display(description="duration (ms)")
+    @admin.display(description="duration")
     def duration_ms(self, obj: DrainRun) -> SafeString:
         return self.duration(obj) or self.get_empty_value_display()
 

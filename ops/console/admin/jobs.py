@@ -22,6 +22,7 @@ from django.utils.text import Truncator
 
 from ops.console.admin.common import JOB_STATUS_COLOURS
 from ops.console.admin.lists import BoundedListMixin, IndexedSearchMixin
+from ops.humanize import duration_ms as human_ms
 from ops.models import DrainRun, JobRecord, JobStopRequest, Queue
 
 
@@ -113,7 +114,7 @@ class JobRecordAdmin(BoundedListMixin, IndexedSearchMixin, admin.ModelAdmin):
         "status_badge",
         "started",
         "ended",
-        "duration_ms",
+        "duration",
         "exc_type",
         "exc_message",
         "run_link",
@@ -156,10 +157,13 @@ class JobRecordAdmin(BoundedListMixin, IndexedSearchMixin, admin.ModelAdmin):
             "{}", timezone.localtime(obj.started).strftime("%Y-%m-%d %H:%M:%S")
         )
 
-    @admin.display(description="ms", ordering="duration_ms")
+    # The one human format for times (ops/humanize.py), the exact ms as tooltip.
+    @admin.display(description="took", ordering="duration_ms")
     def duration(self, obj: JobRecord) -> SafeString | None:
         ms = obj.duration_ms
-        return None if ms is None else format_html("{}", ms)
+        if ms is None:
+            return None
+        return format_html('<span title="{} ms">{}</span>', ms, human_ms(ms))
 
     @admin.display(description="exception", ordering="exc_type")
     def exception(self, obj: JobRecord) -> SafeString | None:

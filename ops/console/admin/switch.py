@@ -1,4 +1,4 @@
-"""The "Redis switch check" page, /admin/ops/queue/redis-switch/ (runbook §6.3).
+"""The "Redis switch check" page, /admin/ops/queue/redis-switch/.
 
 Hooked onto the Queues admin: QueueAdmin is re-registered as a subclass that
 only adds this URL. A proxy model would have given the page its own entry on

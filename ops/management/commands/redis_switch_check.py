@@ -10,7 +10,7 @@ from django.utils import timezone
 from ops.inspection.switch_check import COST_FORMULA, SwitchCheck, switch_check
 from ops.models import Source
 
-# Exit statuses, for scripts that wait before switching (runbook §6.3). 4 is
+# Exit statuses, for scripts that wait before switching. 4 is
 # the drain command's "Redis unreachable" too.
 EXIT_SAFE = 0
 EXIT_NOT_SAFE = 1

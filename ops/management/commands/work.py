@@ -13,7 +13,7 @@ class Command(BaseCommand):
     help = (
         "Run always-on RQ workers, supervised: restarted with backoff when they "
         "crash, stopped warmly on SIGTERM. --role dedicated (default) always runs "
-        "(the runbook's dedicated worker container); --role inprocess runs beside "
+        "(a worker container of its own); --role inprocess runs beside "
         "the console and follows the worker mode set in the admin or by "
         "WORKER_INPROCESS."
     )
