@@ -78,7 +78,7 @@ class Health:
     failed_jobs: list[JobRecord]
     failed_url: str
     failed_todo: Todo | None
-    quota: quota.Summary
+    quota: quota.Glance  # the larger truth, as the banner and the quota page
     quota_url: str
     quota_todo: Todo | None
     incident: QuotaIncident | None
@@ -278,7 +278,7 @@ def _failed(user: Any, now: datetime) -> tuple[int, list[JobRecord], str, Todo |
     return count, shown, url, todo
 
 
-def _quota_todo(head: quota.Summary, url: str) -> Todo | None:
+def _quota_todo(head: quota.Glance, url: str) -> Todo | None:
     if head.exhausted:
         return Todo(
             "The Redis command budget of this period is spent: see the quota "
@@ -355,7 +355,7 @@ def gather(user: Any, *, now: datetime | None = None) -> Health:
 
     failed_count, failed_jobs, failed_url, failed_todo = _failed(user, now)
 
-    head = quota.summary(quota_now)
+    head = quota.glance(quota_now)
     quota_url = _url(user, "ops.view_commandusage", "ops_commandusage_quota")
     incident = incidents.open_incident()
     incident_url = ""

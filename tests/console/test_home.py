@@ -229,6 +229,25 @@ def test_a_projection_past_the_budget_names_the_run_out_date(
     assert "the quota page's advisor" in quota_card
 
 
+def test_the_quota_card_counts_the_providers_larger_figure(
+    admin_client: Client, settings
+) -> None:
+    """The home page, the banner and the quota page agree: a provider figure
+    above what the meters saw is the one shown."""
+    from ops.models import CommandUsage, ProviderUsageReading
+
+    settings.QUOTA_MONTHLY_BUDGET = 1_000
+    hour = timezone.now().replace(minute=0, second=0, microsecond=0)
+    CommandUsage.objects.create(
+        hour=hour - timedelta(hours=1), source="drain-check", commands=10
+    )
+    ProviderUsageReading.objects.create(
+        at=timezone.now(), used=900, kind="monthly", origin="manual"
+    )
+    quota_card = _section(admin_client.get(HOME).content.decode(), "ops-home-quota")
+    assert "900 of 1,000 commands used" in quota_card
+
+
 def test_always_on_mode_without_a_live_worker_says_so(admin_client: Client) -> None:
     ConsoleSettings.objects.create(pk=1, worker_mode="always-on")
     html = admin_client.get(HOME).content.decode()
