@@ -909,6 +909,18 @@ class JobStopRequest(models.Model):
     class Outcome(models.TextChoices):
         PENDING = "pending", "Pending (the job's process has not seen it yet)"
         STOPPED = "stopped", "Stopped (the job was interrupted and failed as stopped)"
+        # A request applies only to the run of the job that was going on when
+        # it was made (ops/engine/stop.py): a later run (a retry of the same
+        # job id) that finds it closes it instead of stopping.
+        OBSOLETE = (
+            "obsolete",
+            "Obsolete (that run had ended; a later run of the job was not stopped)",
+        )
+        NOT_RUNNING = (
+            "not_running",
+            "Not running (no process was running the job: it had ended, "
+            "or its worker does not watch for stops)",
+        )
 
     job_id = models.CharField(max_length=200, help_text="The RQ job id.")
     queue = models.CharField(max_length=100)
@@ -925,7 +937,10 @@ class JobStopRequest(models.Model):
         max_length=16, choices=Outcome.choices, default=Outcome.PENDING
     )
     handled_by = models.CharField(
-        max_length=200, blank=True, help_text="The worker that stopped the job."
+        max_length=200,
+        blank=True,
+        help_text="The worker that stopped the job, or who closed the request "
+        "unused and why.",
     )
 
     class Meta:
@@ -942,6 +957,15 @@ class JobStopRequest(models.Model):
                 fields=["job_id"],
                 condition=models.Q(handled_at__isnull=True),
                 name="jobstoprequest_one_open",
+            ),
+        ]
+        indexes = [
+            # Closing requests nobody took (ops/engine/stop.py close_stale):
+            # WHERE handled_at IS NULL AND requested_at < %s — a few open rows.
+            models.Index(
+                fields=["requested_at"],
+                condition=models.Q(handled_at__isnull=True),
+                name="jobstoprequest_open_idx",
             ),
         ]
 
@@ -962,4 +986,15 @@ class JobStopRequest(models.Model):
                 self.Outcome.STOPPED,
                 worker[:200],
             )
+        return updated == 1
+
+    def close_unused(self, outcome: str, by: str) -> bool:
+        """Close the request without stopping anything (`obsolete`,
+        `not_running`): True for the one caller whose conditional UPDATE
+        closed it; False when a worker took it (or someone closed it) first."""
+        updated = JobStopRequest.objects.filter(
+            pk=self.pk, handled_at__isnull=True
+        ).update(handled_at=Now(), outcome=outcome, handled_by=by[:200])
+        if updated:
+            self.refresh_from_db(fields=["handled_at", "outcome", "handled_by"])
         return updated == 1

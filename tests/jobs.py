@@ -238,3 +238,12 @@ def ledger_stubborn(ledger: str, label: str, seconds: float) -> str:
             ledger_write(ledger, f"swallowed {label}")
     ledger_write(ledger, f"end {label}")
     return label
+
+
+def fail_first_then_sleep(ledger: str, label: str, seconds: float) -> str:
+    """The first run writes `failed` and raises (its Retry brings it back);
+    a later run writes `start`, sleeps, writes `end`."""
+    if not Path(ledger).exists() or f"failed {label}" not in Path(ledger).read_text():
+        ledger_write(ledger, f"failed {label}")
+        raise RuntimeError("the first run fails")
+    return ledger_sleep_marked(ledger, label, seconds)

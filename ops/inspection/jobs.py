@@ -23,9 +23,15 @@ Billed commands, as the tests measure them on a real redis-server:
   - failed: 2 + 1 per job shown — rq 2 keeps a failure's traceback only in the
     job's result stream, so each job of the page costs one `XREVRANGE
     rq:results:<id> + - COUNT 1` (a second round trip);
-  - started: 2 + 1 per job shown — the started registry holds
+  - started: 2 + c + 1 per job shown — the started registry holds
     `<job id>:<execution id>`, which `SORT … GET` cannot follow, so `ZRANGE` +
-    `ZCARD`, then one `HMGET` per job.
+    `ZCARD`, then one `HMGET` per job. The lean executor keeps its running
+    jobs out of that registry: on the first page, each live lean consumer's
+    claim list (c of them: the drains running now and the live always-on
+    workers serving the queue, read from the database) costs one `SORT
+    <claim list> BY nosort GET # GET rq:job:*->status …`, sent in the same
+    round trip as the `ZRANGE`. c is 0 when nothing runs; no other page and
+    no idle path pays for it.
 
 * **One job** (`job_detail`): 2 — `HGETALL rq:job:<id>` and `XREVRANGE
   rq:results:<id> + - COUNT 1`, in one round trip: exactly what rq's
@@ -192,6 +198,13 @@ LIST_FIELDS = (
 # Only a hash written by an older rq (or another client) has it; rq 2 keeps
 # the traceback in the result stream. Free to ask for in the same SORT.
 FAILED_FIELDS = (*LIST_FIELDS, "exc_info")
+# Who runs a started job (rq's worker writes it when the job starts).
+STARTED_FIELDS = (*LIST_FIELDS, "worker_name")
+# A claimed job with one of these statuses has run (lean executor: the status
+# stays `queued` until the job's outcome is written).
+_RAN_STATUSES = frozenset(
+    {"finished", "failed", "scheduled", "deferred", "stopped", "canceled"}
+)
 
 DEFAULT_PER_PAGE = 25
 MAX_PER_PAGE = 100
@@ -225,42 +238,92 @@ def state_info(state: str) -> StateInfo:
         raise UnknownState(state) from None
 
 
-def page_cost(state: str, shown: int) -> int:
-    """Billed commands of one page of `state` showing `shown` jobs."""
+def page_cost(state: str, shown: int, claim_lists: int = 0) -> int:
+    """Billed commands of one page of `state` showing `shown` jobs (of the
+    started registry, for `started`), with `claim_lists` live lean consumers
+    read on the first started page."""
     info = state_info(state)
-    if info.name in (FAILED, STARTED):
+    if info.name == STARTED:
+        return 2 + claim_lists + shown
+    if info.name == FAILED:
         return 2 + shown
     if info.name == SCHEDULED:
         return 3
     return 2
 
 
-def claim_lists(queue: str) -> list[str]:
-    """The claim lists that can hold a job of `queue` now (database only).
+@dataclass(frozen=True)
+class ClaimList:
+    """A lean consumer's claim list that can hold a job of one queue."""
+
+    key: str
+    owner: str  # the consumer: a drain's worker for the queue, a worker's name
+    # A consumer running now (a running drain, a live always-on worker), as
+    # opposed to a dead or failed one whose claims wait for recovery.
+    live: bool
+    # The job the database says it runs now (the drain's progress, the
+    # supervisor's row; up to a second late), "" when it does not say.
+    running: str = ""
+
+
+_LIVE_WORKER_STATES = (
+    WorkerProcess.State.STARTING,
+    WorkerProcess.State.IDLE,
+    WorkerProcess.State.BUSY,
+)
+
+
+def consumer_claims(queue: str) -> list[ClaimList]:
+    """Every claim list that can hold a job of `queue` now (database only).
 
     A lean consumer takes a batch off the queue into its claim list
     (ops/engine/claims.py): each drain running now (one list per run and
-    queue), each drain whose claims a Redis failure left unsettled (the next
-    drain settles them), each always-on worker alive on this queue."""
-    keys: list[str] = []
+    queue); each drain that left claims for a later drain to settle (Redis
+    failed it at the end, it died, or it failed: `needs_recovery`); each
+    always-on worker on this queue that is alive, or whose jobs nobody has
+    settled yet (`recovered_at` empty: its supervisor is gone)."""
+    found: dict[str, ClaimList] = {}
     runs = DrainRun.objects.filter(
-        Q(status=DrainRun.Status.RUNNING) | Q(has_unsettled_claims=True)
-    ).only("worker_prefix", "params", "status", "unsettled_claims")
+        Q(status=DrainRun.Status.RUNNING)
+        | Q(has_unsettled_claims=True)
+        | Q(needs_recovery=True)
+    ).only(
+        "worker_prefix",
+        "params",
+        "status",
+        "unsettled_claims",
+        "needs_recovery",
+        "current_jobs",
+    )
     for run in runs:
         if not run.worker_prefix:
             continue
-        if run.status == DrainRun.Status.RUNNING:
-            selected = (run.params or {}).get("queues")
-            if selected is not None and queue not in selected:
-                continue
-        elif queue not in (run.unsettled_claims or {}):
+        selected = (run.params or {}).get("queues")
+        picked = selected is None or queue in selected
+        live = run.status == DrainRun.Status.RUNNING
+        held = (live or run.needs_recovery) and picked
+        if not (held or queue in (run.unsettled_claims or {})):
             continue
-        keys.append(claim_key(f"{run.worker_prefix}{queue}"))
-    live = WorkerProcess.objects.exclude(
-        state__in=(WorkerProcess.State.STOPPED, WorkerProcess.State.CRASHED)
-    ).values_list("name", "queues")
-    keys += [claim_key(name) for name, queues in live if queue in (queues or [])]
-    return sorted(set(keys))
+        owner = f"{run.worker_prefix}{queue}"
+        running = ((run.current_jobs or {}).get(queue) or "") if live else ""
+        found[claim_key(owner)] = ClaimList(claim_key(owner), owner, live, running)
+    workers = WorkerProcess.objects.filter(
+        Q(recovered_at__isnull=True) | Q(state__in=_LIVE_WORKER_STATES)
+    ).only("name", "queues", "state", "current_job")
+    for worker in workers:
+        if queue not in (worker.queues or []):
+            continue
+        live = worker.state in _LIVE_WORKER_STATES
+        running = worker.current_job if live else ""
+        found[claim_key(worker.name)] = ClaimList(
+            claim_key(worker.name), worker.name, live, running
+        )
+    return [found[key] for key in sorted(found)]
+
+
+def claim_lists(queue: str) -> list[str]:
+    """The keys of `consumer_claims(queue)` (database only)."""
+    return [claim.key for claim in consumer_claims(queue)]
 
 
 # What an "all" adds: the ids and the count, read with the claim lists.
@@ -295,6 +358,11 @@ class JobRow:
     enqueued_at: datetime | None = None
     started_at: datetime | None = None
     ended_at: datetime | None = None
+    # started: who runs it (rq's worker name, or the lean consumer)
+    worker: str = ""
+    # started, lean executor: the consumer whose claim list holds the job it
+    # runs (its status stays `queued` and it has no started_at until it ends)
+    claimed_by: str = ""
     # scheduled: when it is due
     due_at: datetime | None = None
     # failed: the last line of the traceback, split at the first ": "
@@ -313,6 +381,13 @@ class JobPage:
     redis_commands: int = 0
     # Empty when the read worked; otherwise why there is nothing to show.
     error: str = ""
+    # started, first page: the lean executor's running jobs, listed before
+    # the registry's page and counted in `total`, not in the paging.
+    lean_running: int = 0
+    # started: every job id running (or claimed to run) on this queue when the
+    # page was read, when the page saw them all (one page of the registry);
+    # None otherwise. What closes stop requests for jobs that have ended.
+    running_ids: frozenset[str] | None = None
 
     @property
     def available(self) -> bool:
@@ -320,7 +395,7 @@ class JobPage:
 
     @property
     def num_pages(self) -> int:
-        return max(1, math.ceil(self.total / self.per_page))
+        return max(1, math.ceil((self.total - self.lean_running) / self.per_page))
 
     @property
     def has_previous(self) -> bool:
@@ -368,10 +443,22 @@ def list_jobs(
     rows: list[JobRow] = []
     total = 0
     sent = 0
+    lean = 0
+    running_ids: frozenset[str] | None = None
+    # Read before Redis: the database's word on who runs what (free).
+    claims = (
+        [c for c in consumer_claims(queue) if c.live]
+        if info.name == STARTED and page == 1
+        else []
+    )
     with _session(client) as (conn, guard):
         if conn is not None:
             if info.name == STARTED:
-                total, rows, sent = _started_page(conn, key, start, per_page)
+                started = _started_page(conn, key, start, per_page, claims)
+                total, rows, sent = started.total, started.rows, started.sent
+                lean = started.lean
+                if page == 1 and total - lean <= per_page:
+                    running_ids = started.running_ids
             else:
                 total, rows, sent = _sorted_page(conn, info, key, start, per_page)
     if guard is not None:
@@ -386,7 +473,17 @@ def list_jobs(
                 error=problem,
             )
         sent = guard.meter.billed
-    return JobPage(queue, state, page, per_page, total, rows, sent)
+    return JobPage(
+        queue,
+        state,
+        page,
+        per_page,
+        total,
+        rows,
+        sent,
+        lean_running=lean,
+        running_ids=running_ids,
+    )
 
 
 def _sorted_page(
@@ -428,25 +525,76 @@ def _sorted_page(
     return total, rows, sent
 
 
+@dataclass(frozen=True)
+class _Started:
+    total: int
+    rows: list[JobRow]
+    sent: int
+    lean: int
+    running_ids: frozenset[str]
+
+
 def _started_page(
-    conn: redis.Redis, key: str, start: int, count: int
-) -> tuple[int, list[JobRow], int]:
+    conn: redis.Redis, key: str, start: int, count: int, claims: list[ClaimList]
+) -> _Started:
+    """The registry's page, and before it each lean consumer's running job.
+    One round trip for the ids (ZRANGE, ZCARD, one SORT per claim list), one
+    for the registry jobs' fields."""
+    get = ["#", *(f"{Job.redis_job_namespace_prefix}*->{f}" for f in LIST_FIELDS)]
     with conn.pipeline(transaction=False) as pipe:
         pipe.zrange(key, start, start + count - 1)
         pipe.zcard(key)
-        members, total = pipe.execute()
+        for claim in claims:
+            pipe.sort(claim.key, by="nosort", get=get)
+        members, total, *claimed = pipe.execute()
     ids = [parse_composite_key(as_text(m))[0] for m in members]
     hashes: list[Any] = []
     if ids:
         with conn.pipeline(transaction=False) as pipe:
             for job_id in ids:
-                pipe.hmget(Job.key_for(job_id), *LIST_FIELDS)
+                pipe.hmget(Job.key_for(job_id), *STARTED_FIELDS)
             hashes = pipe.execute()
-    rows = [
-        _row(job_id, dict(zip(LIST_FIELDS, values, strict=True)), None)
-        for job_id, values in zip(ids, hashes, strict=True)
-    ]
-    return int(total), rows, 2 + len(ids)
+    rows: list[JobRow] = []
+    running = set(ids)
+    for claim, flat in zip(claims, claimed, strict=True):
+        width = len(get)
+        entries = [
+            (
+                as_text(flat[i]),
+                dict(zip(LIST_FIELDS, flat[i + 1 : i + width], strict=True)),
+            )
+            for i in range(0, len(flat), width)
+        ]
+        # Claimed and not yet run: the running job and the rest of its batch.
+        waiting = [
+            (job_id, values)
+            for job_id, values in entries
+            if values.get("status") is not None
+            and as_text(values["status"]) not in _RAN_STATUSES
+        ]
+        running |= {job_id for job_id, _ in waiting}
+        if not waiting:
+            continue
+        # Jobs run in claim order: the first one waiting, unless the database
+        # names another (a job the executor retried at once is back on the
+        # queue, and still in the list before it).
+        job_id, values = next(
+            (entry for entry in waiting if entry[0] == claim.running), waiting[0]
+        )
+        row = _row(job_id, values, None)
+        rows.append(replace(row, worker=claim.owner, claimed_by=claim.owner))
+    lean = len(rows)
+    for job_id, values in zip(ids, hashes, strict=True):
+        fields = dict(zip(STARTED_FIELDS, values, strict=True))
+        row = _row(job_id, fields, None)
+        rows.append(replace(row, worker=as_text(fields.get("worker_name") or b"")))
+    return _Started(
+        int(total) + lean,
+        rows,
+        2 + len(claims) + len(ids),
+        lean,
+        frozenset(running),
+    )
 
 
 def _date(value: Any) -> datetime | None:

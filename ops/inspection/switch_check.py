@@ -18,11 +18,15 @@ check (the page, `manage.py redis_switch_check`) pays for it. RQ's
 registry methods are not used: they clean up on every read,
 which costs more and changes what is being looked at (see
 ops/inspection/queue_stats.py).
-Drains and always-on workers are read from the database, for free.
+Drains and always-on workers are read from the database, for free: a drain
+running now, a drain or always-on worker that stopped holding jobs not yet
+recovered (ops/engine/leftovers.py), each makes the switch unsafe, with what
+to do (wait, or run a drain).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,11 +34,13 @@ from typing import Any
 import redis
 from django.conf import settings
 from django.db.models import Q
+from django.db.models.functions import Now
 from django.utils import timezone
 from rq.queue import Queue as RQQueue
 from rq.registry import DeferredJobRegistry
 from rq.worker import Worker
 
+from ops.engine.leftovers import WORKER_STALE_AFTER
 from ops.inspection.queue_stats import failed_key, started_key
 from ops.models import DrainRun, Queue, Source, WorkerProcess
 from ops.queues import intermediate_key, list_key, scheduled_key
@@ -307,6 +313,78 @@ def _recent() -> list[DrainInStreak]:
     return out
 
 
+def unrecovered_reasons() -> list[str]:
+    """What processes that stopped holding jobs left for recovery
+    (ops/engine/leftovers.py), and what runs now: database only, the
+    database's clock. Each holds jobs that are in no queue a switch check
+    reads (a lean claim list, a started job), so each makes the switch unsafe.
+    """
+    reasons: list[str] = []
+    runs = list(
+        DrainRun.objects.filter(
+            Q(status=DrainRun.Status.RUNNING)
+            | Q(needs_recovery=True)
+            | Q(has_unsettled_claims=True)
+        )
+        .annotate(db_now=Now())
+        .only("status", "lease_expires", "needs_recovery", "has_unsettled_claims")
+    )
+    running = [r for r in runs if r.status == DrainRun.Status.RUNNING]
+    alive = [r for r in running if r.lease_expires and r.lease_expires > r.db_now]
+    # A "running" run whose lease lapsed died; the next drain marks it
+    # abandoned and recovers it. A run without a lease never took it.
+    died = [r for r in running if r.lease_expires and r.lease_expires <= r.db_now]
+    unrecovered = [r for r in runs if r.status != DrainRun.Status.RUNNING] + died
+    if alive:
+        wait = max(_seconds(r.lease_expires - r.db_now) for r in alive)
+        reasons.append(
+            f"{_plural(len(alive), 'drain')} running now, holding the jobs it "
+            f"runs: wait for it to end (its lease runs {wait} s more, renewed "
+            "while it runs), then check again"
+        )
+    if unrecovered:
+        reasons.append(
+            f"{_plural(len(unrecovered), 'drain')} died or failed holding jobs "
+            "that are not recovered yet (started jobs, claimed jobs, worker "
+            "registrations): run a drain (Drain now), which recovers them, then "
+            "check again"
+        )
+    workers = list(
+        WorkerProcess.objects.filter(recovered_at__isnull=True)
+        .annotate(db_now=Now())
+        .only("name", "state", "heartbeat")
+    )
+    stale = [w for w in workers if w.heartbeat < w.db_now - WORKER_STALE_AFTER]
+    if stale:
+        reasons.append(
+            f"{_plural(len(stale), 'always-on worker')} stopped heartbeating "
+            f"more than {_seconds(WORKER_STALE_AFTER)} s ago (its supervisor is "
+            f"gone) and its jobs are not recovered yet: "
+            f"{', '.join(w.name for w in stale)}; run a drain (Drain now), "
+            "which recovers them, then check again"
+        )
+    # Ended without its supervisor settling its jobs (Redis failed it then):
+    # recovered once its heartbeat is stale.
+    ended = [
+        w
+        for w in workers
+        if w not in stale
+        and w.state in (WorkerProcess.State.STOPPED, WorkerProcess.State.CRASHED)
+    ]
+    if ended:
+        wait = max(_seconds(w.heartbeat + WORKER_STALE_AFTER - w.db_now) for w in ended)
+        reasons.append(
+            f"{_plural(len(ended), 'always-on worker')} ended without its jobs "
+            f"being settled: {', '.join(w.name for w in ended)}; wait {wait} s "
+            "(until it counts as stale), run a drain, then check again"
+        )
+    return reasons
+
+
+def _seconds(delta: timedelta) -> int:
+    return max(0, math.ceil(delta.total_seconds()))
+
+
 def live_workers(now: datetime | None = None) -> list[WorkerProcess]:
     """Always-on workers whose supervisor says they run, heard from lately."""
     since = (now or timezone.now()) - LIVE_WORKER_WINDOW
@@ -507,14 +585,7 @@ def switch_check(*, source: str = Source.CONSOLE) -> SwitchCheck:
                 "behind in the old Redis"
             )
 
-    unsettled = DrainRun.objects.filter(has_unsettled_claims=True).count()
-    if unsettled:
-        # Their claim lists (kaireon:claimed:*) hold jobs taken off the queues
-        # that the next drain settles; a switch now would abandon them.
-        reasons.append(
-            f"{_plural(unsettled, 'drain')} lost Redis holding claimed jobs; the "
-            "next drain puts them back: drain once more first"
-        )
+    reasons += unrecovered_reasons()
     if workers:
         names = ", ".join(f"{w.name} on {w.host}" for w in workers)
         verb = "is" if len(workers) == 1 else "are"

@@ -509,3 +509,152 @@ def test_the_job_page_offers_stop_for_a_queued_or_started_job(
     assert "Stop this job" in html
     (done,) = failed(raw_redis, 1)
     assert "Stop this job" not in stopper.get(job_url(queue, done)).content.decode()
+
+
+# --- The lean executor's running jobs on the started page -------------------------
+
+
+def lean_running(raw, *, hint: bool = True, queue: str = QUEUE) -> list[str]:
+    """What a lean drain running its second job of a batch of three leaves:
+    the batch in its claim list, the first job done, the others `queued`,
+    and its run row saying which job runs (when `hint`)."""
+    q = rq.Queue(queue, connection=raw)
+    ids = [q.enqueue("tests.jobs.add", 1, i).id for i in range(3)]
+    raw.delete(f"rq:queue:{queue}")  # claimed: off the queue
+    raw.rpush(claim_key(f"kdrain.t.{queue}"), *ids)
+    raw.hset(Job.key_for(ids[0]), "status", "finished")
+    DrainRun.objects.create(
+        trigger="cron",
+        worker_prefix="kdrain.t.",
+        params={"queues": [queue]},
+        current_jobs={queue: ids[1]} if hint else {},
+    )
+    return ids
+
+
+@pytest.mark.parametrize("hint", [True, False])
+def test_the_started_page_lists_the_job_a_lean_drain_runs(
+    raw_redis, wire, stopper, queue, hint
+):
+    done, runs, waits = lean_running(raw_redis, hint=hint)
+    rq_job = running(raw_redis)  # and one an rq worker runs
+    wire.reset()
+
+    html = stopper.get(list_url(queue, "started")).content.decode()
+
+    # ZRANGE + ZCARD + one SORT of the claim list, then one HMGET: the
+    # rq job's. Only this page pays for the claim list.
+    assert wire.billed() == footer_cost(html) == 2 + 1 + 1
+    assert service.page_cost("started", 1, claim_lists=1) == 4
+    assert f'href="{stop_url(queue)}?job={runs}">Stop&hellip;</a>' in html
+    assert f'href="{stop_url(queue)}?job={rq_job}">Stop&hellip;</a>' in html
+    assert "running (lean)" in html and "kdrain.t.batch-jobs" in html
+    assert done not in html and waits not in html  # ran / not started yet
+    assert "2 started jobs" in html
+
+
+def test_the_started_page_reads_no_claim_list_when_nothing_runs(
+    raw_redis, wire, stopper, queue
+):
+    DrainRun.objects.create(
+        trigger="cron", status=DrainRun.Status.SUCCEEDED, worker_prefix="kdrain.x."
+    )
+    wire.reset()
+    html = stopper.get(list_url(queue, "started")).content.decode()
+    assert wire.billed() == footer_cost(html) == 2
+    assert "No started job." in html
+
+
+# --- Stop requests that stop nothing end closed -----------------------------------
+
+
+def test_the_started_page_closes_requests_for_jobs_running_nowhere(
+    raw_redis, stopper, queue
+):
+    from ops.engine import stop
+    from ops.models import JobStopRequest
+
+    live = running(raw_redis)
+    ended = stop.request_stop("gone-job", QUEUE).request
+    kept = stop.request_stop(live, QUEUE).request
+    elsewhere = stop.request_stop("gone-job", "dsar-jobs")  # another queue's
+    assert not elsewhere.created  # one open request per job id
+
+    html = stopper.get(list_url(queue, "started")).content.decode()
+
+    ended.refresh_from_db()
+    kept.refresh_from_db()
+    assert ended.outcome == JobStopRequest.Outcome.NOT_RUNNING
+    assert "not among the queue's running jobs" in ended.handled_by
+    assert kept.outcome == JobStopRequest.Outcome.PENDING
+    assert "stop asked" in html
+
+
+def test_a_stale_request_is_closed_and_the_job_can_be_asked_again(
+    raw_redis, stopper, queue
+):
+    from datetime import timedelta
+
+    from ops.engine import stop
+    from ops.models import JobStopRequest
+
+    job_id = running(raw_redis)
+    old = stop.request_stop(job_id, QUEUE).request
+    JobStopRequest.objects.filter(pk=old.pk).update(
+        requested_at=old.requested_at - timedelta(seconds=stop.STALE_AFTER_S + 1)
+    )
+
+    html = stopper.get(stop_url(queue), {"job": job_id}).content.decode()
+    assert 'id="ops-stop-pending"' not in html
+    response = stopper.post(stop_url(queue), {"job": job_id})
+
+    assert any(f"Asked to stop job {job_id}" in m for m in flash(response))
+    old.refresh_from_db()
+    assert old.outcome == JobStopRequest.Outcome.NOT_RUNNING
+    assert JobStopRequest.objects.filter(outcome="pending").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("executor", ["lean", "rq"])
+def test_a_running_job_of_either_executor_is_stopped_from_the_started_page(
+    raw_redis, queue, executor, tmp_path
+):
+    """A real `manage.py drain` runs a long job: the started page lists it
+    with a Stop link, on both executors, and the Stop ends it as stopped."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from django.conf import settings
+
+    from ops.models import JobStopRequest
+    from tests.conftest import database_url
+
+    client = staff_client("sre", "view_queue", "stop_jobs")
+    ledger = tmp_path / "ledger"
+    job = rq.Queue(QUEUE, connection=raw_redis).enqueue(
+        "tests.jobs.ledger_sleep_marked", str(ledger), "long", 30, job_timeout=600
+    )
+    env = {**os.environ, "DATABASE_URL": database_url(), "DRAIN_EXECUTOR": executor}
+    proc = subprocess.Popen(
+        [sys.executable, str(settings.BASE_DIR / "manage.py"), "drain", "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    link = f'href="{stop_url(queue)}?job={job.id}">Stop&hellip;</a>'
+    try:
+        deadline = time.monotonic() + 30
+        while link not in client.get(list_url(queue, "started")).content.decode():
+            assert time.monotonic() < deadline, "the running job was never listed"
+            time.sleep(0.2)
+        client.post(stop_url(queue), {"job": job.id})
+        proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+
+    assert Job.fetch(job.id, connection=raw_redis).get_status() == JobStatus.STOPPED
+    assert not any(line.startswith("end") for line in ledger.read_text().split("\n"))
+    assert JobStopRequest.objects.get().outcome == JobStopRequest.Outcome.STOPPED

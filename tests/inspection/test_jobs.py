@@ -11,6 +11,7 @@ import pytest
 import redis
 import rq
 from django.conf import settings
+from django.utils import timezone
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry
 from rq.results import Result
@@ -379,16 +380,39 @@ def test_claim_lists_cover_running_and_unsettled_drains_and_live_workers(db):
     DrainRun.objects.create(
         trigger="cron", status=DrainRun.Status.SUCCEEDED, worker_prefix="kdrain.d."
     )
-    for name, state in (("w-live", "busy"), ("w-dead", "stopped")):
+    # A run that died or failed holding jobs, not recovered yet.
+    DrainRun.objects.create(
+        trigger="cron",
+        status=DrainRun.Status.ABANDONED,
+        worker_prefix="kdrain.e.",
+        params={"queues": [QUEUE]},
+        needs_recovery=True,
+    )
+    for name, state, settled in (
+        ("w-live", "busy", False),
+        ("w-done", "stopped", True),
+        # Stopped, but its supervisor could not settle its jobs.
+        ("w-unsettled", "crashed", False),
+    ):
         WorkerProcess.objects.create(
-            name=name, role="dedicated", host="h", pid=1, queues=[QUEUE], state=state
+            name=name,
+            role="dedicated",
+            host="h",
+            pid=1,
+            queues=[QUEUE],
+            state=state,
+            recovered_at=timezone.now() if settled else None,
         )
 
     assert service.claim_lists(QUEUE) == [
         "kaireon:claimed:kdrain.a.batch-jobs",
         "kaireon:claimed:kdrain.c.batch-jobs",
+        "kaireon:claimed:kdrain.e.batch-jobs",
         "kaireon:claimed:w-live",
+        "kaireon:claimed:w-unsettled",
     ]
+    live = {c.owner for c in service.consumer_claims(QUEUE) if c.live}
+    assert live == {"kdrain.a.batch-jobs", "w-live"}
 
 
 def test_a_job_that_changed_or_belongs_elsewhere_is_left_alone(raw_redis):

@@ -6,6 +6,7 @@ sharing the Redis would."""
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import timedelta
 
@@ -18,6 +19,7 @@ from rq.registry import FailedJobRegistry
 from rq.worker import SimpleWorker
 
 from ops import jobs
+from ops.engine.leftovers import WORKER_STALE_AFTER
 from ops.inspection.switch_check import QueuePending, switch_check
 from ops.models import DrainRun, Queue, QuotaIncident, WorkerProcess
 
@@ -276,7 +278,7 @@ def test_the_required_streak_is_a_setting(settings):
 def test_live_always_on_workers_make_it_unsafe():
     three_empty_drains()
     worker_row("kw.batch.1", age=timedelta(seconds=20))
-    worker_row("kw.batch.2", age=timedelta(minutes=9), state=WorkerProcess.State.BUSY)
+    worker_row("kw.batch.2", age=timedelta(minutes=2), state=WorkerProcess.State.BUSY)
 
     check = switch_check()
 
@@ -287,16 +289,25 @@ def test_live_always_on_workers_make_it_unsafe():
     assert "kw.batch.1 on worker-1.internal" in reason
 
 
-def test_stale_and_stopped_worker_rows_do_not_count():
+def test_settled_stopped_worker_rows_do_not_count():
     three_empty_drains()
-    worker_row("kw.gone.1", age=timedelta(minutes=11))  # silent too long
+    settled = timezone.now()
+    worker_row(
+        "kw.gone.1",  # silent too long, and a drain recovered its jobs
+        age=timedelta(minutes=11),
+        state="crashed",
+        recovered_at=settled,
+    )
     worker_row(
         "kw.stopped.1",
         age=timedelta(seconds=5),
         state=WorkerProcess.State.STOPPED,
         stopped=timezone.now(),
+        recovered_at=settled,
     )
-    worker_row("kw.crashed.1", age=timedelta(seconds=5), state="crashed")
+    worker_row(
+        "kw.crashed.1", age=timedelta(seconds=5), state="crashed", recovered_at=settled
+    )
 
     check = switch_check()
 
@@ -483,3 +494,81 @@ def test_registering_a_queue_puts_it_on_the_queues_page(raw_redis):
         register_queue(queue.name, enabled=True)  # already there
     with pytest.raises(ValidationError):
         register_queue("x" * 101, enabled=True)
+
+
+# --- Processes that stopped holding jobs, not recovered yet (issue 10) -----------
+
+
+def test_a_stale_worker_nobody_recovered_makes_it_unsafe_until_a_drain_does():
+    """Its supervisor was killed: its heartbeat is older than the staleness
+    threshold of ops/engine/leftovers.py and its jobs are not settled."""
+    three_empty_drains()
+    row = worker_row("kw.orphan.1", age=WORKER_STALE_AFTER + timedelta(seconds=5))
+
+    check = switch_check()
+
+    assert not check.safe
+    stale = [r for r in check.reasons if "stopped heartbeating" in r]
+    assert len(stale) == 1
+    assert "kw.orphan.1" in stale[0] and "run a drain" in stale[0]
+    # Recovered (what the next drain does): nothing left to say about it.
+    WorkerProcess.objects.filter(pk=row.pk).update(
+        recovered_at=timezone.now(), state="crashed", stopped=timezone.now()
+    )
+    assert switch_check().safe
+
+
+def test_a_worker_that_ended_unsettled_says_how_long_to_wait():
+    three_empty_drains()
+    worker_row("kw.unsettled.1", age=timedelta(seconds=30), state="crashed")
+
+    check = switch_check()
+
+    assert not check.safe
+    [reason] = check.reasons
+    assert "kw.unsettled.1" in reason
+    wait = int(re.search(r"wait (\d+) s", reason).group(1))
+    # 180 s of staleness less the 30 s already gone, give or take the test.
+    assert WORKER_STALE_AFTER.total_seconds() - 35 <= wait <= 150
+
+
+@pytest.mark.parametrize("status", [S.ABANDONED, S.FAILED])
+def test_a_drain_that_needs_recovery_makes_it_unsafe(status):
+    three_empty_drains()
+    run = DrainRun.objects.create(
+        trigger=DrainRun.Trigger.CRON, status=status, needs_recovery=True
+    )
+
+    check = switch_check()
+
+    assert not check.safe
+    [reason] = [r for r in check.reasons if "not recovered yet" in r]
+    assert reason.startswith("1 drain died or failed holding jobs")
+    assert "run a drain" in reason
+    DrainRun.objects.filter(pk=run.pk).update(needs_recovery=False)
+    assert not any("not recovered" in r for r in switch_check().reasons)
+
+
+def test_a_running_drain_says_to_wait_and_a_dead_one_to_drain():
+    three_empty_drains()
+    alive = DrainRun.objects.create(
+        trigger=DrainRun.Trigger.CRON,
+        status=S.RUNNING,
+        lease_expires=timezone.now() + timedelta(seconds=40),
+    )
+    DrainRun.objects.create(
+        trigger=DrainRun.Trigger.CRON,
+        status=S.RUNNING,
+        lease_expires=timezone.now() - timedelta(seconds=5),  # its process died
+    )
+
+    check = switch_check()
+
+    assert not check.safe
+    [running] = [r for r in check.reasons if "running now" in r]
+    wait = int(re.search(r"runs (\d+) s more", running).group(1))
+    assert 30 <= wait <= 41
+    [dead] = [r for r in check.reasons if "not recovered yet" in r]
+    assert dead.startswith("1 drain died or failed")
+    DrainRun.objects.filter(pk=alive.pk).update(status=S.SUCCEEDED)
+    assert not any("running now" in r for r in switch_check().reasons)

@@ -15,7 +15,11 @@ their own):
 * /admin/ops/queue/<id>/stop/?job=<job id> — stop a running job: GET confirms,
   POST writes a stop request (ops/engine/stop.py: the database carries it, 0
   Redis commands) and an admin LogEntry; the job's process stops it within
-  about a second. Offered on the started page and on a job's page.
+  about a second. Offered on the started page and on a job's page. The
+  started page lists the jobs of both executors: RQ's started registry and,
+  on its first page, the job each live lean consumer runs (its claim list);
+  it closes the stop requests of jobs it finds running nowhere, and every
+  stop page closes requests no process took (ops/engine/stop.py).
 
 Looking needs `ops.view_queue`; acting needs `ops.manage_jobs` as well, and
 stopping `ops.stop_jobs`. Every
@@ -135,6 +139,13 @@ def _status_if_odd(state: str) -> Cell:
     the failed registry, a job changed since it was filed)."""
 
     def cell(row: JobRow) -> SafeString:
+        if row.claimed_by:
+            return format_html(
+                '<span class="quiet" title="{}">{}</span>',
+                "The lean executor writes no status while a job runs "
+                f"(it stays {row.status!r}): it holds the job in its claim list.",
+                "running (lean)",
+            )
         if row.exists and row.status and row.status != state:
             return format_html('<span class="ops-alert">{}</span>', row.status)
         return format_html("{}", "")
@@ -148,7 +159,10 @@ COLUMNS: dict[str, list[tuple[str, Cell]]] = {
         ("due", lambda r: _when(r.due_at)),
         ("created", lambda r: _when(r.created_at)),
     ],
-    "started": [("started", lambda r: _when(r.started_at))],
+    "started": [
+        ("started", lambda r: _when(r.started_at)),
+        ("worker", lambda r: format_html("<code>{}</code>", r.worker or "-")),
+    ],
     "deferred": [("created", lambda r: _when(r.created_at))],
     "finished": [("ended", lambda r: _when(r.ended_at))],
     "failed": [
@@ -232,7 +246,12 @@ class QueueJobsMixin:
             raise Http404("The page must be a number") from None
         if page_number < 1:
             raise Http404("Pages start at 1")
+        # Stop requests open before the running jobs are read: those whose
+        # job the page then finds running nowhere have nothing left to stop.
+        seen = stop.open_requests_of_queue(queue.name) if state == STARTED else []
         page = service.list_jobs(queue.name, state, page=page_number)
+        if state == STARTED:
+            stop.close_unused(seen, page.running_ids if page.available else None)
         info = STATES[state]
         can_manage = can_manage_jobs(request)
         stoppable = state == STARTED and can_stop_jobs(request)
@@ -493,6 +512,7 @@ class QueueJobsMixin:
                 level = messages.WARNING
             self.message_user(request, summary, level)  # type: ignore[attr-defined]
             return HttpResponseRedirect(back)
+        stop.close_stale()  # "already asked" only while it can still apply
         pending = stop.open_requests([job_id]).get(job_id)
         context = {
             **self._context(request, queue, f"Stop job {job_id}?"),
@@ -501,6 +521,7 @@ class QueueJobsMixin:
             "job_url": job_url(queue, job_id),
             "pending": pending,
             "poll_s": stop.POLL_S,
+            "stale_after_s": stop.STALE_AFTER_S,
             "back_url": back,
         }
         return TemplateResponse(
@@ -554,7 +575,11 @@ def _page_cost_note(state: str) -> str:
             "count, and each job's latest result for its exception"
         )
     if state == "started":
-        return "2 + 1 per job shown: the page's ids, the count, one HMGET per job"
+        return (
+            "2 + 1 per live lean consumer (first page) + 1 per registry job "
+            "shown: the page's ids, the count, one SORT of each consumer's "
+            "claim list, one HMGET per job of RQ's started registry"
+        )
     if state == "scheduled":
         return "3: the page's ids and fields in one SORT, their due times, the count"
     return "2: the page's ids and fields in one SORT, and the count"
