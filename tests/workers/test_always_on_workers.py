@@ -202,9 +202,11 @@ def test_idle_workers_spend_few_commands_per_wake_up(
     # idle before its first command: on a loaded machine its AUTH can come
     # later), so the window below holds wake-ups only.
     wait_for(
-        lambda: WorkerProcess.objects.filter(state=WorkerProcess.State.IDLE).count()
-        == processes
-        and wire.snapshot()[blocking] >= processes
+        lambda: (
+            WorkerProcess.objects.filter(state=WorkerProcess.State.IDLE).count()
+            == processes
+            and wire.snapshot()[blocking] >= processes
+        )
     )
     before = wire.snapshot()
     time.sleep(6.5)
