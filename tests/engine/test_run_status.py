@@ -422,8 +422,8 @@ def test_the_run_page_lists_its_jobs_in_order_with_outcomes_for_no_redis_command
     rows = jobs_table_rows(html)
     when = timezone.localtime(started).strftime("%Y-%m-%d %H:%M:%S")
     assert rows == [
-        f"job-1-ok batch-jobs tests.jobs.add finished {when} 42 -",
-        f"job-2-failed dsar-jobs ops.jobs.fail failed {when} 7 "
+        f"job-1-ok batch-jobs tests.jobs.add finished {when} 42 ms -",
+        f"job-2-failed dsar-jobs ops.jobs.fail failed {when} 7 ms "
         "CanaryFailure : canary &lt;b&gt;job&lt;/b&gt; failed on purpose",
         "job-3-retried dsar-jobs ops.jobs.fail retried - - CanaryFailure : again",
     ]  # oldest first (newest last), escaped, another run's jobs not shown
