@@ -5,16 +5,9 @@ an always-on worker runs is stopped through a JobStopRequest, ends as
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 from rq import Queue as RQQueue
 from rq import Retry
 from rq.job import Job, JobStatus
@@ -23,46 +16,9 @@ from rq.registry import FailedJobRegistry, StartedJobRegistry
 from ops.engine import stop
 from ops.inspection import jobs as inspection
 from ops.models import JobStopRequest, WorkerProcess
-from tests.conftest import database_url
+from tests.workers.conftest import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-WORK = ("work", "--role", "dedicated")
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 30.0) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")
-
-
-@pytest.fixture
-def supervisor(transactional_db) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(**env: str) -> subprocess.Popen[bytes]:
-        full = {**os.environ, "DATABASE_URL": database_url(), **env}
-        proc = subprocess.Popen(
-            [sys.executable, str(settings.BASE_DIR / "manage.py"), *WORK],
-            env=full,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
 
 
 def lines(path: Path) -> list[str]:
@@ -73,7 +29,7 @@ def lines(path: Path) -> list[str]:
 def test_an_always_on_worker_stops_its_running_job_on_request(
     supervisor, rq_client, tmp_path, executor
 ):
-    supervisor(DRAIN_EXECUTOR=executor)
+    supervisor("--role", "dedicated", DRAIN_EXECUTOR=executor)
     wait_for(lambda: WorkerProcess.objects.filter(state="idle").exists())
     ledger = tmp_path / "ledger"
     queue = RQQueue("batch-jobs", connection=rq_client)
