@@ -26,6 +26,11 @@ HERE = Path(__file__).parent
 BUDGET_MS = 1000
 GRACE_MS = 500
 MARGIN_MS = 1000
+# Supervisors' heartbeats on their workers' rows (ALWAYS_ON_HEARTBEAT_S): a
+# killed supervisor's worker is stale after 3 of them (6 s instead of 180 s).
+HEARTBEAT_S = 2
+# A fresh manage.py process (Django, RQ, a worker's start) on a loaded machine.
+STARTUP_S = 10
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -42,12 +47,15 @@ def executor(request: pytest.FixtureRequest, settings) -> str:
     settings.DRAIN_JOB_GRACE_MS = GRACE_MS
     settings.DRAIN_LEASE_MARGIN_MS = MARGIN_MS
     settings.QUOTA_PROBE_COOLDOWN_S = 1
+    settings.ALWAYS_ON_HEARTBEAT_S = HEARTBEAT_S
     return request.param
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Ledger:
-    return Ledger(tmp_path / "ledger")
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    book = Ledger(tmp_path / "ledger")
+    yield book
+    book.kill_helpers()
 
 
 @pytest.fixture
@@ -84,6 +92,7 @@ def procs(transactional_db: None, executor: str, tmp_path: Path) -> Iterator[Pro
             "DRAIN_MAX_DURATION_MS": str(BUDGET_MS),
             "METERING_FLUSH_INTERVAL_S": "0",
             "QUOTA_PROBE_COOLDOWN_S": "1",
+            "ALWAYS_ON_HEARTBEAT_S": str(HEARTBEAT_S),
         },
     )
     try:

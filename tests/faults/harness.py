@@ -26,10 +26,12 @@ How a fault test reads (test_killed_drain.py in full):
   exactly once (or as many times as `runs=` says) and never more than its
   Retry policy allows; no two runs of a job overlapped; none is left
   "started" (RQ's started registries, job statuses, intermediate lists, the
-  lean executor's claim lists; with `workers=True` also no drain worker left
-  registered with RQ); every DrainRun row is terminal; and no job is lost:
-  each is finished, failed with a reason, or back on its queue (or
-  scheduled). `check_books` returns the problems, for a test that adds its own.
+  lean executor's claim lists); no dead worker left registered with RQ (a
+  drain's, or an always-on one whose row is not live; `workers=False` skips
+  this); every DrainRun row is terminal and none still needs recovery; and
+  no job is lost: each is finished, failed with a reason, stopped by an
+  operator, or back on its queue (or scheduled). `check_books` returns the
+  problems, for a test that adds its own.
 - `Procs` (fixture `procs`): `manage.py drain/work` subprocesses on the test
   database and the Redis the fixtures point at, with the test's executor and
   short lease settings in their environment (conftest.py); killed at
@@ -45,9 +47,10 @@ How a fault test reads (test_killed_drain.py in full):
   EXEC), and `outage()` / `recover()`, Redis "stopped": connections cut and
   refused, the data kept.
 
-Other fault tests (issue 10's lease and queue-safety work) port onto this by
-taking the same fixtures, enqueuing with `enqueue` and ending with
-`assert_books`.
+A new fault test takes the same fixtures, enqueues with `enqueue` and ends
+with `assert_books`; add its scenario to the list in tests/faults/__init__.py.
+A test that drains in its own process (a spawning drain, a stop request from a
+thread) takes `transactional_db` and the `executor` fixture instead of `procs`.
 """
 
 from __future__ import annotations
@@ -75,14 +78,19 @@ from rq import Callback, Retry
 from rq import Queue as RQQueue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
-from rq.registry import ScheduledJobRegistry, StartedJobRegistry
+from rq.registry import (
+    FailedJobRegistry,
+    ScheduledJobRegistry,
+    StartedJobRegistry,
+)
 
 from bench.fault_proxy import QUOTA_ERROR, FaultProxy, _Reader
 from ops.engine.lean_worker import CLAIM_PREFIX
-from ops.models import DrainRun
+from ops.models import DrainRun, WorkerProcess
 
 JOB = "tests.fault_jobs.step"
 CALLBACK = "tests.fault_jobs.hold_in_callback"
+FAILURE_CALLBACK = "tests.fault_jobs.slow_failure"
 
 
 def wait_until(
@@ -104,7 +112,7 @@ def wait_until(
 
 @dataclass(frozen=True)
 class Entry:
-    event: str  # start, end, callback
+    event: str  # start, end, callback (on_success), failure (on_failure)
     job_id: str
     pid: int
     ns: int
@@ -132,6 +140,13 @@ class Ledger:
         """How many times the job's function began."""
         return len(self.of(job_id))
 
+    def kill_helpers(self) -> None:
+        """SIGKILL the helpers the jobs forked (`helper` lines) still alive."""
+        for entry in self.entries():
+            if entry.event == "helper":
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(entry.pid, signal.SIGKILL)
+
     def starts(self) -> Counter[str]:
         return Counter(e.job_id for e in self.entries() if e.event == "start")
 
@@ -155,7 +170,7 @@ class Ledger:
         had not ended yet and later did end (so its process was alive). A run
         whose process was killed has no `end`; it cannot overlap a later one."""
         lines = sorted(
-            (e for e in self.entries() if e.job_id == job_id and e.event != "callback"),
+            (e for e in self.entries() if e.job_id == job_id and e.event in RUN_EVENTS),
             key=lambda e: e.ns,
         )
         problems = []
@@ -175,6 +190,9 @@ class Ledger:
                         f"run in pid {first.pid} was still running"
                     )
         return problems
+
+
+RUN_EVENTS = ("start", "end")
 
 
 class Gates:
@@ -200,22 +218,33 @@ def enqueue(
     ms: int = 0,
     retry: int = 0,
     callback_gate: str = "",
+    failure_ms: int = 0,
+    helper_s: int = 0,
+    stubborn: bool = False,
     at: datetime | None = None,
+    **rq_kwargs: Any,
 ) -> Job:
     """A ledger job on `queue` (enqueued as a plain rq client would). `gate`:
     it waits for that file; `retry`: Retry(max=retry); `callback_gate`: it
-    holds in its on_success callback until that file exists; `at`: scheduled
-    with enqueue_at."""
-    kwargs: dict[str, Any] = {"job_timeout": 60}
+    holds in its on_success callback until that file exists; `failure_ms`:
+    its on_failure callback writes `failure` and takes that long; `helper_s`,
+    `stubborn`: see tests.fault_jobs.step; `at`: scheduled with enqueue_at;
+    `rq_kwargs`: passed on to rq (depends_on=, job_timeout=, ...)."""
+    kwargs: dict[str, Any] = {"job_timeout": 60, **rq_kwargs}
     if retry:
         kwargs["retry"] = Retry(max=retry)
-    meta = {"ledger": str(ledger.path)}
+    meta: dict[str, Any] = {"ledger": str(ledger.path)}
     if callback_gate:
         kwargs["on_success"] = Callback(CALLBACK)
         meta["callback_gate"] = callback_gate
+    if failure_ms:
+        kwargs["on_failure"] = Callback(FAILURE_CALLBACK)
+        meta["failure_ms"] = failure_ms
     kwargs["meta"] = meta
     rq_queue = RQQueue(queue, connection=client)
-    args = (str(ledger.path), gate, ms)
+    args: tuple[Any, ...] = (str(ledger.path), gate, ms)
+    if helper_s or stubborn:
+        args += (helper_s, stubborn)
     if at is not None:
         return rq_queue.enqueue_at(at, JOB, *args, **kwargs)
     return rq_queue.enqueue(JOB, *args, **kwargs)
@@ -224,6 +253,12 @@ def enqueue(
 # --- the books ------------------------------------------------------------------
 
 DRAIN_WORKER_PREFIX = b"rq:worker:kdrain."
+ALWAYS_ON_WORKER_PREFIX = b"rq:worker:kwork."
+LIVE_WORKER_STATES = (
+    WorkerProcess.State.STARTING,
+    WorkerProcess.State.IDLE,
+    WorkerProcess.State.BUSY,
+)
 
 
 def _retries_consumed(original: Job, now: Job | None) -> int:
@@ -239,7 +274,7 @@ def check_books(
     *,
     runs: dict[str, int] | None = None,
     queues: Iterable[str] | None = None,
-    workers: bool = False,
+    workers: bool = True,
 ) -> list[str]:
     """Every invariant the suite holds a scenario to; returns the problems.
 
@@ -247,9 +282,10 @@ def check_books(
     them). `runs`: how many times a job's function must have begun, where not
     exactly once (a job killed before it began and failed is 0; a job killed
     mid-run and retried is 2). `queues`: where to look for started jobs
-    (default: every queue the jobs are on). `workers`: also no drain worker
-    left registered with RQ (stale registrations expire with their key's TTL,
-    minutes later; today a killed drain's recovery does not remove them)."""
+    (default: every queue the jobs are on). `workers`: also no dead worker
+    left registered with RQ (no drain worker at all: call it when no drain
+    runs; no always-on worker whose row is not live). The recovery of a dead
+    drain or supervisor forgets them; RQ would only let their keys expire."""
     jobs = list(jobs)
     runs = runs or {}
     problems: list[str] = []
@@ -285,6 +321,11 @@ def check_books(
         elif status == JobStatus.FAILED:
             if not now.exc_info:
                 problems.append(f"job {job.id}: failed without a reason")
+        elif status == JobStatus.STOPPED:
+            # An operator stopped it: RQ keeps it with the failed jobs.
+            registry = FailedJobRegistry(job.origin, connection=client)
+            if client.zscore(registry.key, job.id) is None:
+                problems.append(f"job {job.id}: stopped, not in the failed registry")
         elif status == JobStatus.QUEUED:
             listed = [
                 j.decode() for j in client.lrange(f"rq:queue:{job.origin}", 0, -1)
@@ -299,7 +340,7 @@ def check_books(
             problems.append(f"job {job.id}: left {status.value}")
     problems += check_none_started(client, names)
     if workers:
-        problems += check_no_drain_workers(client)
+        problems += check_no_dead_workers(client)
     problems += check_runs_terminal()
     return problems
 
@@ -322,22 +363,39 @@ def check_none_started(client: redis.Redis, queues: Iterable[str]) -> list[str]:
     return problems
 
 
-def check_no_drain_workers(client: redis.Redis) -> list[str]:
-    """No drain's RQ worker is still registered (call when no drain runs)."""
+def check_no_dead_workers(client: redis.Redis) -> list[str]:
+    """No drain's RQ worker is still registered (call when no drain runs), nor
+    an always-on worker whose database row is not live."""
     problems = []
-    stale = sorted(
-        w for w in client.smembers("rq:workers") if w.startswith(DRAIN_WORKER_PREFIX)
-    )
+    registered = client.smembers("rq:workers")
+    stale = sorted(w for w in registered if w.startswith(DRAIN_WORKER_PREFIX))
     if stale:
         problems.append(f"drain workers still registered: {stale}")
+    live = {
+        f"rq:worker:{name}".encode()
+        for name in WorkerProcess.objects.filter(
+            state__in=LIVE_WORKER_STATES, recovered_at__isnull=True
+        ).values_list("name", flat=True)
+    }
+    dead = sorted(
+        w for w in registered if w.startswith(ALWAYS_ON_WORKER_PREFIX) and w not in live
+    )
+    if dead:
+        problems.append(f"dead always-on workers still registered: {dead}")
     return problems
 
 
 def check_runs_terminal() -> list[str]:
-    return [
+    """Every run row is terminal, and none still waits for its recovery."""
+    problems = [
         f"drain run {run.public_id} is still running"
         for run in DrainRun.objects.filter(status=DrainRun.Status.RUNNING)
     ]
+    problems += [
+        f"drain run {run.public_id} ({run.status}) still needs recovery"
+        for run in DrainRun.objects.filter(needs_recovery=True)
+    ]
+    return problems
 
 
 def assert_books(
@@ -347,7 +405,7 @@ def assert_books(
     *,
     runs: dict[str, int] | None = None,
     queues: Iterable[str] | None = None,
-    workers: bool = False,
+    workers: bool = True,
 ) -> None:
     problems = check_books(
         client, ledger, jobs, runs=runs, queues=queues, workers=workers
