@@ -402,6 +402,11 @@ ALWAYS_ON_BLOCK_S = _int("ALWAYS_ON_BLOCK_S", 3585, minimum=1, maximum=86_400)
 # ... and their supervisor looks for due scheduled jobs this often (1 command
 # when none is scheduled), or exactly when the next known one falls due.
 ALWAYS_ON_SCHEDULED_SCAN_S = _int("ALWAYS_ON_SCHEDULED_SCAN_S", 300, minimum=1)
+# Supervisors refresh their live workers' database rows this often (one UPDATE,
+# no Redis command); a row three heartbeats late belongs to a supervisor that
+# is gone, and the next drain or supervisor look recovers its jobs
+# (docs/reliability.md: the bound is 3x this plus the time to that look).
+ALWAYS_ON_HEARTBEAT_S = _int("ALWAYS_ON_HEARTBEAT_S", 60, minimum=1, maximum=3600)
 
 # django-q2 runs the built-in schedule with its database broker: scheduling
 # costs no Redis commands (docs/redis-billing.md, tests/scheduling/test_qcluster.py).

@@ -158,41 +158,8 @@ def fail_until(path: str) -> str:
     return "fixed"
 
 
-# --- the fault-injection ledger (tests/faults/test_lease_and_recovery.py) ----
-
-
-def ledger_sleep(path: str, ms: int) -> str:
-    """Append this job's id to the ledger, then sleep: the ledger's lines are
-    every run of every job, written by the jobs themselves."""
-    from rq import get_current_job
-
-    job_id = get_current_job().id
-    count_run(path, job_id)
-    time.sleep(ms / 1000)
-    return job_id
-
-
-def ledger_sleep_first_run(path: str, ms: int) -> str:
-    """Like ledger_sleep, but only the job's first run sleeps (a retry is
-    quick)."""
-    from rq import get_current_job
-
-    job_id = get_current_job().id
-    first = not Path(path).exists() or job_id not in Path(path).read_text().split()
-    count_run(path, job_id)
-    if first:
-        time.sleep(ms / 1000)
-    return job_id
-
-
-def ledger_slow_failure(job, connection, type, value, traceback) -> None:
-    """An on_failure callback that writes `callback <id>` to the ledger in
-    meta["ledger"], then takes meta["callback_ms"]."""
-    count_run(job.meta["ledger"], f"callback {job.id}")
-    time.sleep(job.meta.get("callback_ms", 0) / 1000)
-
-
-# --- queue safety (tests/faults/test_queue_safety.py) ----------------------------
+# --- ledgers of the console's Stop (tests/engine/test_stop.py, tests/workers,
+# tests/console) ------------------------------------------------------------------
 
 
 def ledger_write(ledger: str, line: str) -> None:
@@ -201,41 +168,11 @@ def ledger_write(ledger: str, line: str) -> None:
         out.write(f"{line}\n")
 
 
-def fork_helper(ledger: str, label: str, seconds: int = 30) -> str:
-    """Fork a helper that outlives the job, holding every descriptor the job
-    had except stdio (as a daemonised helper would): the report pipe too."""
-    pid = os.fork()
-    if pid == 0:  # the helper
-        try:
-            null = os.open(os.devnull, os.O_RDWR)
-            for fd in (0, 1, 2):
-                os.dup2(null, fd)
-            time.sleep(seconds)
-        finally:
-            os._exit(0)
-    ledger_write(ledger, f"ran {label} helper {pid}")
-    return label
-
-
 def ledger_sleep_marked(ledger: str, label: str, seconds: float) -> str:
     """Write `start`, sleep, write `end`: a ledger with no `end` line proves
     the job was cut short."""
     ledger_write(ledger, f"start {label} {os.getpid()}")
     time.sleep(seconds)
-    ledger_write(ledger, f"end {label}")
-    return label
-
-
-def ledger_stubborn(ledger: str, label: str, seconds: float) -> str:
-    """Like ledger_sleep, but swallows every exception while it sleeps: a job
-    that ignores being told to stop."""
-    ledger_write(ledger, f"start {label} {os.getpid()}")
-    until = time.monotonic() + seconds
-    while time.monotonic() < until:
-        try:
-            time.sleep(0.05)
-        except Exception:
-            ledger_write(ledger, f"swallowed {label}")
     ledger_write(ledger, f"end {label}")
     return label
 

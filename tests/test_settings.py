@@ -45,6 +45,10 @@ def load_settings(**env: str) -> subprocess.CompletedProcess[str]:
         ({"REDIS_URL": "http://example"}, "REDIS_URL must start with redis://"),
         ({"DATABASE_URL": "nosuchdb://x"}, "DATABASE_URL is not a valid database URL"),
         ({"REDIS_SOCKET_TIMEOUT_S": "-1"}, "REDIS_SOCKET_TIMEOUT_S must be between 1"),
+        (
+            {"ALWAYS_ON_HEARTBEAT_S": "0"},
+            "ALWAYS_ON_HEARTBEAT_S must be between 1 and 3600",
+        ),
     ],
 )
 def test_a_bad_value_stops_the_start_naming_the_variable(env, message):

@@ -124,6 +124,9 @@ class _Outcome:
     enqueued: Counter[str] = field(default_factory=Counter)
     # Claim lists Redis did not let us settle: queue -> job running there.
     unsettled: dict[str, str | None] = field(default_factory=dict)
+    # (error code, sentence) of the Redis failure that left a dead worker's
+    # jobs unsettled: the drain failed, whatever its own commands did.
+    redis_failure: tuple[str, str] | None = None
     # Queues whose last child ended cleanly, neither at the deadline nor dead:
     # it found its queue empty.
     emptied: set[str] = field(default_factory=set)
@@ -205,7 +208,8 @@ def drain(
     try:
         recovered = leftovers.recover(client, run)
         _drain_with_lease(run, options, client, meter, outcome, fork_children)
-        incidents.succeeded(quota_gate)
+        if outcome.redis_failure is None:  # a worker's quota error: still open
+            incidents.succeeded(quota_gate)
     except BaseException as exc:
         # Whatever happened, the run is finished and the lease released below:
         # never leave a run "running" behind us.
@@ -222,6 +226,13 @@ def drain(
         outcome.records.flush()
         outcome.renewal.stop()
 
+    if status == DrainRun.Status.SUCCEEDED and outcome.redis_failure is not None:
+        # Redis went away under a worker (the drain's own commands went
+        # through): its jobs wait for the next drain that reaches Redis, and
+        # the caller hears a Redis failure (503), not "succeeded".
+        status = DrainRun.Status.FAILED
+        error_code, error = outcome.redis_failure
+        error = "; ".join([error, *outcome.errors])
     if status == DrainRun.Status.SUCCEEDED:
         if outcome.errors:
             error = "; ".join(outcome.errors)
@@ -588,6 +599,17 @@ def _record_settled(
                 outcome.records.add(data, worker=child.worker_name)
 
 
+def _note_unsettled(outcome: _Outcome, child: _Child, exc: redis.RedisError) -> None:
+    """A dead worker's leftovers stay in Redis for the next drain: remember
+    the job it ran there. A job already known to be running there is never
+    overwritten with None (None would tell the recovery that nothing was
+    running, and it would requeue a job that ran)."""
+    known = outcome.unsettled.get(child.queue)
+    outcome.unsettled[child.queue] = known or child.current_job
+    if outcome.redis_failure is None:
+        outcome.redis_failure = _classify(exc)
+
+
 def _watch_lease(
     run: DrainRun, outcome: _Outcome, waiting: deque[str], active: dict[int, _Child]
 ) -> None:
@@ -668,7 +690,7 @@ def _run_children(
                 # drain that reaches Redis settles it.
                 if is_quota_exhausted(exc):
                     incidents.note_quota_error(Source.DRAIN_JOBS, exc)
-                outcome.unsettled[child.queue] = child.current_job
+                _note_unsettled(outcome, child, exc)
                 handled = []
             else:
                 handled = settled.abandoned
@@ -684,7 +706,7 @@ def _run_children(
                 # the run needs recovery, and the other queues' workers go on.
                 if is_quota_exhausted(exc):
                     incidents.note_quota_error(Source.DRAIN_JOBS, exc)
-                outcome.unsettled[child.queue] = child.current_job
+                _note_unsettled(outcome, child, exc)
                 handled = []
         if child.current_job and child.current_job in handled:
             tally.processed += 1

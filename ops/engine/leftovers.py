@@ -29,6 +29,7 @@ import logging
 from datetime import timedelta
 
 import redis
+from django.conf import settings
 from django.db.models.functions import Now
 
 from ops.engine import claims
@@ -38,10 +39,16 @@ from ops.models import DrainRun, WorkerProcess
 
 log = logging.getLogger(__name__)
 
-# Supervisors refresh their live workers' rows this often (with the database's
-# clock); a row three refreshes late belongs to a supervisor that is gone.
-WORKER_HEARTBEAT_S = 60
-WORKER_STALE_AFTER = timedelta(seconds=3 * WORKER_HEARTBEAT_S)
+# Supervisors refresh their live workers' rows every ALWAYS_ON_HEARTBEAT_S
+# (with the database's clock); a row this many refreshes late belongs to a
+# supervisor that is gone.
+MISSED_HEARTBEATS = 3
+
+
+def worker_stale_after() -> timedelta:
+    """How late a worker row's heartbeat is when its supervisor is gone."""
+    return timedelta(seconds=MISSED_HEARTBEATS * settings.ALWAYS_ON_HEARTBEAT_S)
+
 
 LIVE_STATES = (
     WorkerProcess.State.STARTING,
@@ -114,7 +121,7 @@ def stale_workers(
     """Worker rows nobody settled whose heartbeat is stale by the database's
     clock. `exclude_supervisor` (host, pid): a live supervisor's own rows."""
     rows = WorkerProcess.objects.filter(
-        recovered_at__isnull=True, heartbeat__lt=from_now(-WORKER_STALE_AFTER)
+        recovered_at__isnull=True, heartbeat__lt=from_now(-worker_stale_after())
     )
     if exclude_supervisor is not None:
         host, pid = exclude_supervisor
@@ -134,14 +141,14 @@ def recover_stale_workers(
 def recover_worker(client: redis.Redis, row: WorkerProcess) -> int:
     """Settle the jobs of always-on worker `row`, whose supervisor stopped
     heartbeating, once. The claim (a conditional UPDATE) refreshes its
-    heartbeat: no one else takes it for WORKER_STALE_AFTER; a recovery that
+    heartbeat: no one else takes it for worker_stale_after(); a recovery that
     fails puts the old heartbeat back, so the next look retries."""
     was = row.heartbeat
     claimed = (
         WorkerProcess.objects.filter(
             pk=row.pk,
             recovered_at__isnull=True,
-            heartbeat__lt=from_now(-WORKER_STALE_AFTER),
+            heartbeat__lt=from_now(-worker_stale_after()),
         ).update(heartbeat=Now())
         == 1
     )

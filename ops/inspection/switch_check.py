@@ -40,7 +40,7 @@ from rq.queue import Queue as RQQueue
 from rq.registry import DeferredJobRegistry
 from rq.worker import Worker
 
-from ops.engine.leftovers import WORKER_STALE_AFTER
+from ops.engine.leftovers import worker_stale_after
 from ops.inspection.queue_stats import failed_key, started_key
 from ops.models import DrainRun, Queue, Source, WorkerProcess
 from ops.queues import intermediate_key, list_key, scheduled_key
@@ -354,11 +354,12 @@ def unrecovered_reasons() -> list[str]:
         .annotate(db_now=Now())
         .only("name", "state", "heartbeat")
     )
-    stale = [w for w in workers if w.heartbeat < w.db_now - WORKER_STALE_AFTER]
+    stale_after = worker_stale_after()
+    stale = [w for w in workers if w.heartbeat < w.db_now - stale_after]
     if stale:
         reasons.append(
             f"{_plural(len(stale), 'always-on worker')} stopped heartbeating "
-            f"more than {_seconds(WORKER_STALE_AFTER)} s ago (its supervisor is "
+            f"more than {_seconds(stale_after)} s ago (its supervisor is "
             f"gone) and its jobs are not recovered yet: "
             f"{', '.join(w.name for w in stale)}; run a drain (Drain now), "
             "which recovers them, then check again"
@@ -372,7 +373,7 @@ def unrecovered_reasons() -> list[str]:
         and w.state in (WorkerProcess.State.STOPPED, WorkerProcess.State.CRASHED)
     ]
     if ended:
-        wait = max(_seconds(w.heartbeat + WORKER_STALE_AFTER - w.db_now) for w in ended)
+        wait = max(_seconds(w.heartbeat + stale_after - w.db_now) for w in ended)
         reasons.append(
             f"{_plural(len(ended), 'always-on worker')} ended without its jobs "
             f"being settled: {', '.join(w.name for w in ended)}; wait {wait} s "

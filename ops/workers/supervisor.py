@@ -45,11 +45,10 @@ log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 60.0
 HEALTHY_AFTER_S = 600.0  # a worker up this long gets its backoff reset
-# Live rows' heartbeats, written with the database's clock: a row late by
-# leftovers.WORKER_STALE_AFTER belongs to a supervisor that is gone, and
-# whoever notices first (a drain, another supervisor, this one restarted)
-# settles its worker's jobs.
-DB_HEARTBEAT_S = float(leftovers.WORKER_HEARTBEAT_S)
+# Live rows' heartbeats are written every ALWAYS_ON_HEARTBEAT_S with the
+# database's clock: a row late by leftovers.worker_stale_after() belongs to a
+# supervisor that is gone, and whoever notices first (a drain, another
+# supervisor, this one restarted) settles its worker's jobs.
 
 
 @dataclass
@@ -390,7 +389,7 @@ class Supervisor:
     def _db_heartbeat(self, now: float) -> None:
         if now < self.next_db_heartbeat:
             return
-        self.next_db_heartbeat = now + DB_HEARTBEAT_S
+        self.next_db_heartbeat = now + settings.ALWAYS_ON_HEARTBEAT_S
         live = [
             s.row.pk for s in self.slots if s.proc is not None and s.row is not None
         ]

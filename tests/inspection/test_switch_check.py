@@ -19,7 +19,7 @@ from rq.registry import FailedJobRegistry
 from rq.worker import SimpleWorker
 
 from ops import jobs
-from ops.engine.leftovers import WORKER_STALE_AFTER
+from ops.engine.leftovers import worker_stale_after
 from ops.inspection.switch_check import QueuePending, switch_check
 from ops.models import DrainRun, Queue, QuotaIncident, WorkerProcess
 
@@ -503,7 +503,7 @@ def test_a_stale_worker_nobody_recovered_makes_it_unsafe_until_a_drain_does():
     """Its supervisor was killed: its heartbeat is older than the staleness
     threshold of ops/engine/leftovers.py and its jobs are not settled."""
     three_empty_drains()
-    row = worker_row("kw.orphan.1", age=WORKER_STALE_AFTER + timedelta(seconds=5))
+    row = worker_row("kw.orphan.1", age=worker_stale_after() + timedelta(seconds=5))
 
     check = switch_check()
 
@@ -529,7 +529,7 @@ def test_a_worker_that_ended_unsettled_says_how_long_to_wait():
     assert "kw.unsettled.1" in reason
     wait = int(re.search(r"wait (\d+) s", reason).group(1))
     # 180 s of staleness less the 30 s already gone, give or take the test.
-    assert WORKER_STALE_AFTER.total_seconds() - 35 <= wait <= 150
+    assert worker_stale_after().total_seconds() - 35 <= wait <= 150
 
 
 @pytest.mark.parametrize("status", [S.ABANDONED, S.FAILED])
