@@ -196,9 +196,8 @@ class DrainRun(models.Model):
                 fields=["started", "status", "total_processed", "redis_commands"],
                 name="drainrun_window_idx",
             ),
-            # PostgreSQL only, created by migration 0013_scale_indexes (a GIN
-            # index SQLite cannot build, so not declared here): a pg_trgm index
-            # on caller, for the admin search's ILIKE '%…%'.
+            # The admin search reads the caller among the newest runs through
+            # this started index (no trigram index: migration 0020).
             # Every drain looks for runs whose leftovers need recovering
             # (ops/engine/recovery.py: runs_to_recover): almost always none.
             models.Index(
@@ -440,8 +439,8 @@ class JobRecord(models.Model):
             models.Index(fields=["status", "id"], name="jobrecord_status_id_idx"),
             models.Index(fields=["queue", "id"], name="jobrecord_queue_idx"),
             models.Index(fields=["duration_ms", "id"], name="jobrecord_duration_idx"),
-            # PostgreSQL only, created by migration 0013_scale_indexes: a
-            # pg_trgm GIN index on exc_message for the admin search.
+            # The admin search reads exc_message among the newest records
+            # through the primary key (no trigram index: migration 0020).
         ]
 
     def __str__(self) -> str:
@@ -757,6 +756,10 @@ class WorkerProcess(models.Model):
                 condition=models.Q(recovered_at__isnull=True),
                 name="workerprocess_unsettled_idx",
             ),
+            # The advisor's jobs of the last 7 days counts the processes that
+            # heartbeat in the window, stopped ones included
+            # (ops/usage/advisor.py: jobs_last_7d): a range, not a scan.
+            models.Index(fields=["heartbeat"], name="workerprocess_heartbeat_idx"),
         ]
 
     def __str__(self) -> str:
@@ -831,10 +834,11 @@ class AlertState(models.Model):
 
 
 class MetricsCarry(models.Model):
-    """Totals of the drain runs the metrics endpoint has folded in (one row,
-    pk=1), so that its counters keep counting after the retention prune
-    deletes the runs (ops/monitoring/metrics.py). Runs started before
-    `watermark` are in `totals`; later ones are counted from their rows."""
+    """Totals of the drain runs the metrics endpoint has folded in (pk=1),
+    so that its counters keep counting after the retention prune deletes the
+    runs (ops/monitoring/metrics.py). Runs started before `watermark` are in
+    `totals`; later ones are counted from their rows. pk=2 carries the Redis
+    command counters the same way: usage hours before its watermark."""
 
     watermark = models.DateTimeField(null=True, blank=True)
     totals = models.JSONField(default=dict, blank=True)

@@ -13,7 +13,10 @@ Counters are totals over history:
   reads only the runs started since the watermark (drainrun_started_idx),
   about the last one to two hours. A run still running is counted once it
   ends; the watermark never passes the oldest running run.
-* `kaireon_redis_commands_total` sums CommandUsage, which is never pruned.
+* `kaireon_redis_commands_total` sums CommandUsage, which is never pruned
+  but grows by an hourly row per source: hours older than a week are carried
+  in a second MetricsCarry row (pk=2) the same way, so a scrape sums a week
+  of rows, not all of history.
 
 The duration histogram has fixed buckets (DURATION_BUCKETS_S) spanning what a
 drain can take (the 600 s budget cap plus the job grace): Prometheus adds
@@ -30,7 +33,8 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Sum
+from django.db import connections
+from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, Sum
 from django.utils import timezone
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -54,6 +58,13 @@ DURATION_BUCKETS_S = (
 )  # fmt: skip
 # Runs started at least this long ago are folded into the carry.
 FOLD_AFTER = timedelta(hours=1)
+# Usage hours this old are folded into their own carry row. A meter books
+# commands into the hour they were sent, possibly later (a flush retried
+# after a database outage): a week leaves room for that; anything booked
+# into a folded hour afterwards is not counted (a counter may lag, never
+# go down).
+USAGE_FOLD_AFTER = timedelta(days=7)
+USAGE_CARRY = 2
 
 
 def _empty() -> dict[str, Any]:
@@ -124,6 +135,81 @@ def _runs(since: datetime | None, before: datetime | None = None) -> Iterator[di
     return runs.values(*_FIELDS).iterator(chunk_size=2000)
 
 
+_QUEUE_SUMS_SQL = {
+    # Per queue, the jobs the finished runs in [since, before) processed and
+    # failed (DrainRun.queue_results: {"queue": {"processed": n, "failed": n}}).
+    "postgresql": """
+        SELECT q.key,
+               SUM(CASE WHEN jsonb_typeof(q.value -> 'processed') = 'number'
+                        THEN (q.value ->> 'processed')::numeric ELSE 0 END),
+               SUM(CASE WHEN jsonb_typeof(q.value -> 'failed') = 'number'
+                        THEN (q.value ->> 'failed')::numeric ELSE 0 END)
+        FROM ops_drainrun AS r
+        CROSS JOIN LATERAL jsonb_each(
+            CASE WHEN jsonb_typeof(r.queue_results) = 'object'
+                 THEN r.queue_results ELSE '{}'::jsonb END) AS q
+        WHERE r.started >= %s AND r.started < %s
+          AND r.status <> 'running' AND r.finished IS NOT NULL
+          AND jsonb_typeof(q.value) = 'object'
+        GROUP BY q.key
+    """,
+    "sqlite": """
+        SELECT q.key,
+               SUM(CASE WHEN json_type(q.value, '$.processed') IN ('integer', 'real')
+                        THEN json_extract(q.value, '$.processed') ELSE 0 END),
+               SUM(CASE WHEN json_type(q.value, '$.failed') IN ('integer', 'real')
+                        THEN json_extract(q.value, '$.failed') ELSE 0 END)
+        FROM ops_drainrun AS r, json_each(r.queue_results) AS q
+        WHERE r.started >= %s AND r.started < %s
+          AND r.status <> 'running' AND r.finished IS NOT NULL
+          AND json_valid(r.queue_results) AND q.type = 'object'
+        GROUP BY q.key
+    """,
+}
+
+
+def _aggregate(since: datetime | None, before: datetime) -> dict[str, Any]:
+    """What `_tally` makes of the runs started in [since, before), computed by
+    the database: a fold reads every run since the last one (the first fold,
+    a year of them: 20 s through Python at 1,000,000 runs, docs/benchmarks.md),
+    so it must not carry each row into Python. Three aggregates; the same
+    totals as `_tally` (tests/monitoring/test_metrics_fold.py)."""
+    lower = since or datetime(1970, 1, 1, tzinfo=before.tzinfo)
+    finished = (
+        DrainRun.objects.order_by()
+        .filter(started__gte=lower, started__lt=before, finished__isnull=False)
+        .exclude(status=DrainRun.Status.RUNNING)
+    )
+    totals = _empty()
+    for row in finished.values("status", "trigger").annotate(n=Count("pk")):
+        totals["runs"][f"{row['status']}|{row['trigger']}"] = row["n"]
+    # Cumulative bucket counts (a duration falls in the first bucket whose
+    # bound it does not exceed, as bisect_left does), their sum and count.
+    timed = finished.exclude(status=DrainRun.Status.SKIPPED).annotate(
+        took=ExpressionWrapper(F("finished") - F("started"), DurationField())
+    )
+    bounds = {
+        f"le{i}": Count("pk", filter=Q(took__lte=timedelta(seconds=bound)))
+        for i, bound in enumerate(DURATION_BUCKETS_S)
+    }
+    agg = timed.aggregate(n=Count("pk"), total=Sum("took"), **bounds)
+    below = 0
+    for i in range(len(DURATION_BUCKETS_S)):
+        totals["buckets"][i] = agg[f"le{i}"] - below
+        below = agg[f"le{i}"]
+    totals["buckets"][-1] = agg["n"] - below
+    totals["duration_count"] = agg["n"]
+    took = agg["total"]
+    totals["duration_sum"] = max(0.0, took.total_seconds()) if took else 0.0
+    connection = connections[finished.db]
+    with connection.cursor() as cursor:
+        cursor.execute(_QUEUE_SUMS_SQL[connection.vendor], [lower, before])
+        for queue, processed, failed in cursor.fetchall():
+            totals["processed"][queue] = int(processed or 0)
+            totals["failed"][queue] = int(failed or 0)
+    return totals
+
+
 def fold(now: datetime) -> MetricsCarry:
     """Fold the runs started before the new watermark into the carry, once."""
     carry, _ = MetricsCarry.objects.get_or_create(pk=1)
@@ -139,7 +225,7 @@ def fold(now: datetime) -> MetricsCarry:
         target = min(target, oldest_running)
     if carry.watermark is not None and target <= carry.watermark:
         return carry
-    totals = _merge(carry.totals or _empty(), _tally(_runs(carry.watermark, target)))
+    totals = _merge(carry.totals or _empty(), _aggregate(carry.watermark, target))
     won = MetricsCarry.objects.filter(pk=1, watermark=carry.watermark).update(
         watermark=target, totals=totals
     )
@@ -147,6 +233,55 @@ def fold(now: datetime) -> MetricsCarry:
         return MetricsCarry.objects.get(pk=1)
     carry.watermark, carry.totals = target, totals
     return carry
+
+
+def usage_totals(now: datetime) -> dict[str, list[int]]:
+    """Billed and unbilled commands by source over all of CommandUsage: the
+    hours older than USAGE_FOLD_AFTER are carried in MetricsCarry row
+    USAGE_CARRY (folded once an hour, like the runs), the later ones summed
+    from their rows (usage_hour_idx: a week of rows, not all of history)."""
+    carry, _ = MetricsCarry.objects.get_or_create(pk=USAGE_CARRY)
+    target = now.replace(minute=0, second=0, microsecond=0) - USAGE_FOLD_AFTER
+    if carry.watermark is None or target > carry.watermark:
+        folded = _usage_sums(carry.watermark, target)
+        totals = {
+            source: [a + b for a, b in zip(old, new, strict=True)]
+            for source, old, new in (
+                (name, carry.totals.get(name, [0, 0]), folded.get(name, [0, 0]))
+                for name in {*carry.totals, *folded}
+            )
+        }
+        won = MetricsCarry.objects.filter(
+            pk=USAGE_CARRY, watermark=carry.watermark
+        ).update(watermark=target, totals=totals)
+        if won == 1:
+            carry.watermark, carry.totals = target, totals
+        else:  # another process folded first: take its result
+            carry = MetricsCarry.objects.get(pk=USAGE_CARRY)
+    recent = _usage_sums(carry.watermark, None)
+    return {
+        name: [
+            carry.totals.get(name, [0, 0])[0] + recent.get(name, [0, 0])[0],
+            carry.totals.get(name, [0, 0])[1] + recent.get(name, [0, 0])[1],
+        ]
+        for name in {*carry.totals, *recent}
+    }
+
+
+def _usage_sums(
+    since: datetime | None, before: datetime | None
+) -> dict[str, list[int]]:
+    rows = CommandUsage.objects.order_by()
+    if since is not None:
+        rows = rows.filter(hour__gte=since)
+    if before is not None:
+        rows = rows.filter(hour__lt=before)
+    return {
+        row["source"]: [int(row["billed"] or 0), int(row["unbilled"] or 0)]
+        for row in rows.values("source").annotate(
+            billed=Sum("commands"), unbilled=Sum("unbilled")
+        )
+    }
 
 
 def drain_totals(now: datetime) -> dict[str, Any]:
@@ -168,7 +303,7 @@ class ConsoleCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         now = self.now or timezone.now()
         yield from self._drains(now)
-        yield from self._redis()
+        yield from self._redis(now)
         yield from self._quota(now)
         yield from self._alarm(now)
         incidents = GaugeMetricFamily(
@@ -222,7 +357,7 @@ class ConsoleCollector(Collector):
         duration.add_metric([], buckets, sum_value=totals["duration_sum"])
         yield duration
 
-    def _redis(self) -> Iterator[Metric]:
+    def _redis(self, now: datetime) -> Iterator[Metric]:
         billed = CounterMetricFamily(
             "kaireon_redis_commands",
             "Billable Redis commands this project's processes sent, by source.",
@@ -233,14 +368,9 @@ class ConsoleCollector(Collector):
             "Unbilled Redis commands (AUTH, INFO, PING, ...) by source.",
             labels=["source"],
         )
-        rows = (
-            CommandUsage.objects.order_by()
-            .values("source")
-            .annotate(billed=Sum("commands"), unbilled=Sum("unbilled"))
-        )
-        for row in sorted(rows, key=lambda r: r["source"]):
-            billed.add_metric([row["source"]], row["billed"] or 0)
-            unbilled.add_metric([row["source"]], row["unbilled"] or 0)
+        for source, (billed_total, unbilled_total) in sorted(usage_totals(now).items()):
+            billed.add_metric([source], billed_total)
+            unbilled.add_metric([source], unbilled_total)
         yield billed
         yield unbilled
 

@@ -83,6 +83,10 @@ ALWAYS_ON_PER_JOB_NOTE = {
 MIN_IDLE_SAMPLES = 20
 MIN_JOB_SAMPLES = 50
 MEASURE_WINDOW = timedelta(days=30)
+# At most this many of the newest runs are measured (a 5-minute cron makes
+# 8,640 in the window; a 1-minute cron over several environments 80,000+,
+# whose aggregate took 55 ms of the quota page, docs/benchmarks.md).
+MEASURE_MAX_RUNS = 20_000
 VOLUME_WINDOW = timedelta(days=7)
 
 # --- The table -----------------------------------------------------------------
@@ -245,7 +249,7 @@ class Advice:
 
 
 def measured_costs(now: datetime | None = None) -> Costs:
-    """Per idle tick and per job from this deployment's drains (one query)."""
+    """Per idle tick and per job from this deployment's drains (two queries)."""
     now = now or timezone.now()
     executor = settings.DRAIN_EXECUTOR
     idle = Q(status=DrainRun.Status.SUCCEEDED, total_processed=0)
@@ -259,12 +263,25 @@ def measured_costs(now: datetime | None = None) -> Costs:
         ],
         total_processed__gt=0,
     )
+    # COUNT(started), not COUNT(id): every column read is in drainrun_window_idx
+    # (started, status, total_processed, redis_commands), so the month is an
+    # index-only range scan; the id would send it to the table (43 ms at a
+    # year of history, docs/benchmarks.md).
+    since = now - MEASURE_WINDOW
+    # The start of the MEASURE_MAX_RUNS-th newest run, when later than the
+    # window's: an OFFSET into drainrun_started_idx, a few milliseconds.
+    cap = (
+        DrainRun.objects.filter(started__gte=since, started__lte=now)
+        .order_by("-started")
+        .values_list("started", flat=True)[MEASURE_MAX_RUNS - 1 : MEASURE_MAX_RUNS]
+        .first()
+    )
     agg = DrainRun.objects.filter(
-        started__gte=now - MEASURE_WINDOW, started__lte=now
+        started__gte=max(since, cap) if cap else since, started__lte=now
     ).aggregate(
-        idle_runs=Count("pk", filter=idle),
+        idle_runs=Count("started", filter=idle),
         idle_commands=Sum("redis_commands", filter=idle),
-        busy_runs=Count("pk", filter=busy),
+        busy_runs=Count("started", filter=busy),
         busy_commands=Sum("redis_commands", filter=busy),
         busy_jobs=Sum("total_processed", filter=busy),
     )

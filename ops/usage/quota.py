@@ -35,7 +35,7 @@ from typing import Any
 import redis
 from django.conf import settings
 from django.db.models import Case, Max, Min, Q, Subquery, Sum, Value, When
-from django.db.models.functions import Coalesce, TruncDay
+from django.db.models.functions import Coalesce, TruncDate, TruncDay
 from django.utils import timezone
 
 from ops.models import CommandUsage, ProviderUsageReading, Source
@@ -269,15 +269,24 @@ def report(
     now = now or current_time()
     head = summary(now)
     period = head.period
+    # Summed by the database (usage_hour_idx range): a period's hourly rows
+    # per source are thousands, and reading each into Python cost more than
+    # every other query of the quota page (docs/benchmarks.md).
     rows = CommandUsage.objects.filter(
         hour__gte=period.start, hour__lt=period.end, hour__lte=now
-    ).values_list("hour", "source", "commands", "unbilled")
+    ).order_by()
     per_source: defaultdict[str, list[int]] = defaultdict(lambda: [0, 0])
     per_day: defaultdict[date, int] = defaultdict(int)
-    for hour, source, commands, unbilled in rows:
-        per_source[source][0] += commands
-        per_source[source][1] += unbilled
-        per_day[hour.astimezone(UTC).date()] += commands
+    for row in rows.values("source").annotate(
+        billed=Sum("commands"), unbilled_sum=Sum("unbilled")
+    ):
+        per_source[row["source"]] = [row["billed"] or 0, row["unbilled_sum"] or 0]
+    for row in (
+        rows.annotate(day=TruncDate("hour", tzinfo=UTC))
+        .values("day")
+        .annotate(billed=Sum("commands"))
+    ):
+        per_day[row["day"]] = row["billed"] or 0
 
     labels = dict(Source.choices)
     by_source = sorted(

@@ -4,15 +4,23 @@
 from __future__ import annotations
 
 import itertools
+import re
 from datetime import timedelta
 
 import pytest
+from django.contrib.admin.models import LogEntry
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from ops.cron import retention
-from ops.models import DrainRun, JobRecord
+from ops.models import (
+    AlertState,
+    DrainRun,
+    JobRecord,
+    JobStopRequest,
+    ProviderUsageReading,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -52,27 +60,34 @@ def history() -> dict[str, int]:
     return {"runs": 12, "jobs": 12 * 3 + 4}
 
 
-def _delete_sizes(queries: list[dict[str, str]]) -> list[int]:
-    """How many ids each DELETE named (its IN list)."""
-    return [
-        q["sql"].count(",") + 1
-        for q in queries
-        if q["sql"].lstrip().upper().startswith("DELETE") and " IN (" in q["sql"]
-    ]
+@pytest.fixture
+def deletes(monkeypatch) -> list[tuple[str, int]]:
+    """(table, rows) of every DELETE the prune sends (QuerySet._raw_delete)."""
+    from django.db.models import QuerySet
+
+    seen: list[tuple[str, int]] = []
+    original = QuerySet._raw_delete
+
+    def spy(self, using):
+        rows = original(self, using)
+        seen.append((self.model._meta.db_table, rows))
+        return rows
+
+    monkeypatch.setattr(QuerySet, "_raw_delete", spy)
+    return seen
 
 
-def test_it_deletes_in_batches_no_larger_than_the_batch_size(history):
-    with CaptureQueriesContext(connection) as ctx:
-        result = retention.prune_history(batch=5)
+def test_it_deletes_in_batches_no_larger_than_the_batch_size(history, deletes):
+    result = retention.prune_history(batch=5)
 
     assert result["complete"] is True
     assert result["remaining"] == {"drainRuns": 0}
     assert result["deleted"]["drainRuns"] == history["runs"]
     assert result["deleted"]["jobRecords"] == history["jobs"]
-    # 36 jobs of 12 runs, 5 runs (15 jobs) at a time: no DELETE names more
+    # 36 jobs of 12 runs, 5 runs (15 jobs) at a time: no DELETE removes more
     # than 5 rows of one table.
-    sizes = _delete_sizes(ctx.captured_queries)
-    assert sizes and max(sizes) <= 5
+    assert deletes and max(rows for _, rows in deletes) <= 5
+    assert sum(r for t, r in deletes if t == "ops_drainrun") == history["runs"]
     assert result["batches"] >= 12 // 5 + 36 // 5
     assert DrainRun.objects.count() == 3  # 2 recent + the running one
     assert JobRecord.objects.count() == 2
@@ -121,3 +136,67 @@ def test_nothing_to_prune_is_complete_at_once():
     assert result["complete"] is True
     assert result["deleted"]["drainRuns"] == 0
     assert result["batches"] == 0
+
+
+def test_it_deletes_without_loading_the_rows(history):
+    with CaptureQueriesContext(connection) as ctx:
+        result = retention.prune_history()
+    assert result["deleted"]["jobRecords"] == history["jobs"]
+
+    # Django's delete() selects the rows (and their cascades) before deleting
+    # them, then names each by id; the prune sends DELETE … WHERE id IN
+    # (SELECT id … LIMIT n): no job record (nor its id) comes back.
+    sql = [q["sql"] for q in ctx.captured_queries]
+    assert not [q for q in sql if '"ops_jobrecord"."exc_message"' in q]
+    assert not [q for q in sql if '"ops_drainrun"."queue_results"' in q]
+    job_deletes = [q for q in sql if q.startswith('DELETE FROM "ops_jobrecord"')]
+    assert job_deletes
+    assert not [q for q in job_deletes if re.search(r'"id" IN \(\d', q)]
+
+
+def test_the_small_histories_age_out_with_the_same_retention(django_user_model):
+    old = timezone.now() - timedelta(days=40)
+    recent = timezone.now() - timedelta(days=1)
+    monthly = [
+        ProviderUsageReading.objects.create(
+            at=old - timedelta(days=i), used=1000, kind="monthly", origin="manual"
+        )
+        for i in range(3)
+    ]
+    daily_new = ProviderUsageReading.objects.create(
+        at=recent, used=10, kind="daily", origin="error"
+    )
+    handled = JobStopRequest.objects.create(
+        job_id="a", queue="q", requested_at=old, handled_at=old, outcome="stopped"
+    )
+    pending = JobStopRequest.objects.create(job_id="b", queue="q", requested_at=old)
+    handled_new = JobStopRequest.objects.create(
+        job_id="c", queue="q", handled_at=recent, outcome="stopped"
+    )
+    AlertState.objects.create(key="quota:2020-01-01:80", changed_at=old)
+    AlertState.objects.create(key="incident:7:opened", changed_at=old)
+    AlertState.objects.create(key="incident:8:opened", changed_at=recent)
+    AlertState.objects.create(key="failed_jobs", state="ok", changed_at=old)
+    user = django_user_model.objects.create(username="sre")
+    LogEntry.objects.create(
+        user=user, action_flag=1, object_repr="x", change_message="old"
+    )
+    LogEntry.objects.filter().update(action_time=old)
+
+    result = retention.prune_history()
+
+    assert result["complete"] is True
+    assert result["deleted"]["providerReadings"] == 2
+    assert result["deleted"]["stopRequests"] == 1
+    assert result["deleted"]["alertStates"] == 2
+    # The newest monthly reading stays however old (the quota page's
+    # figure), and every daily one is recent.
+    assert set(ProviderUsageReading.objects.all()) == {monthly[0], daily_new}
+    assert set(JobStopRequest.objects.all()) == {pending, handled_new}
+    assert set(AlertState.objects.values_list("key", flat=True)) == {
+        "incident:8:opened",
+        "failed_jobs",
+    }
+    assert handled.pk not in JobStopRequest.objects.values_list("pk", flat=True)
+    # The audit log is kept whatever its age.
+    assert LogEntry.objects.count() == 1

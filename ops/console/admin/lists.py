@@ -21,10 +21,11 @@ OFFSET into deep pages. What replaces each, all bounded whatever the history:
 - `month_filter(field)`: the date hierarchy's job (reach an old month) from two
   indexed lookups (the newest and the oldest value), not a DISTINCT over the
   table.
-- `ILike` / `IndexedSearchMixin`: a search that an index can answer: an exact
-  value (a run's public id, an RQ job id) or a substring through a PostgreSQL
-  trigram index (`ILIKE`, migration 0013_scale_indexes); SQLite's `LIKE`
-  (case-insensitive for ASCII) is the fallback there, where tables are small.
+- `IndexedSearchMixin`: a bounded search: an exact value (a run's public id,
+  an RQ job id) through its index, else a substring among the newest
+  `search_scope` rows of the filtered list, read through the index of the
+  list's own order (the pg_trgm indexes of migration 0015 are dropped by
+  0021_scale_search: with the scope they cost more than they saved).
 """
 
 from __future__ import annotations
@@ -39,14 +40,15 @@ from django.contrib import admin
 from django.contrib.admin.views.main import ORDER_VAR, ChangeList
 from django.core.paginator import EmptyPage, Paginator
 from django.db import connections
-from django.db.models import F, Lookup, Max, Min, Q, QuerySet
+from django.db.models import Max, Min, Q, QuerySet
 from django.db.models.expressions import OrderBy
 from django.http import HttpRequest
 from django.utils import timezone
 
 # 100 pages of Django's default 100 rows.
 MAX_PAGES = 100
-# The shortest substring a search looks for (pg_trgm indexes trigrams).
+# The shortest substring a search looks for (a shorter one matches nearly
+# every row: nothing to find).
 MIN_CONTAINS = 3
 
 
@@ -59,10 +61,11 @@ class BoundedPaginator(Paginator):
 
     capped = False
     estimated_total: int | None = None
+    max_pages: int | None = None  # None: MAX_PAGES
 
     @property
     def max_rows(self) -> int:
-        return self.per_page * MAX_PAGES
+        return self.per_page * (self.max_pages or MAX_PAGES)
 
     @property  # Django's is a cached_property; computed once per page below
     def count(self) -> int:  # type: ignore[override]
@@ -145,6 +148,19 @@ class BoundedChangeList(ChangeList):
                 return part
         return ""
 
+    def get_ordering_field(self, field_name: Any) -> Any:
+        """A column the admin defines (a method with its own `ordering`) sorts
+        by that ordering even when the model has a relation of the same name:
+        Django looks for a model field first, so the run list's "jobs" column
+        (ordering total_processed) sorted by the reverse relation to the job
+        records, a join of 10,000,000 rows (8 s, docs/benchmarks.md)."""
+        if isinstance(field_name, str):
+            attr = getattr(self.model_admin, field_name, None)
+            order = getattr(attr, "admin_order_field", None)
+            if callable(attr) and order:
+                return order
+        return super().get_ordering_field(field_name)
+
     def _get_deterministic_ordering(self, ordering: Sequence[Any]) -> list[Any]:
         ordering = super()._get_deterministic_ordering(ordering)
         if (
@@ -163,6 +179,22 @@ class BoundedListMixin:
     paginator = BoundedPaginator
     show_full_result_count = False
     date_hierarchy = None
+    # Pages a list offers (None: MAX_PAGES). A list whose deep OFFSET costs
+    # more (wide rows, a join per row) offers fewer.
+    list_max_pages: int | None = None
+
+    def get_paginator(
+        self,
+        request: HttpRequest,
+        queryset: Any,
+        per_page: int,
+        orphans: int = 0,
+        allow_empty_first_page: bool = True,
+    ) -> Paginator:
+        paginator = self.paginator(queryset, per_page, orphans, allow_empty_first_page)
+        if isinstance(paginator, BoundedPaginator):
+            paginator.max_pages = self.list_max_pages
+        return paginator
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return BoundedChangeList
@@ -227,38 +259,46 @@ def _month_start(value: str | None) -> datetime | None:
 # --- Search -------------------------------------------------------------------
 
 
-class ILike(Lookup):
-    """`lhs ILIKE rhs` on PostgreSQL (what a pg_trgm GIN index answers; Django's
-    icontains writes UPPER(…) LIKE UPPER(…), which it does not), `LIKE` with
-    an escape character elsewhere (SQLite's LIKE ignores ASCII case)."""
-
-    lookup_name = "ilike"
-
-    def as_sql(self, compiler: Any, connection: Any) -> tuple[str, list[Any]]:
-        lhs, lhs_params = self.process_lhs(compiler, connection)
-        rhs, rhs_params = self.process_rhs(compiler, connection)
-        if connection.vendor == "postgresql":
-            return f"{lhs} ILIKE {rhs}", [*lhs_params, *rhs_params]
-        return f"{lhs} LIKE {rhs} ESCAPE '\\'", [*lhs_params, *rhs_params]
-
-
-def contains_pattern(term: str) -> str:
-    escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
-
-
 class IndexedSearchMixin:
-    """The search box, answered through indexes.
+    """The search box, bounded whatever the history.
 
-    `search_exact`: fields matched exactly (an index on each);
-    `search_uuid`: a UUID field matched when the term is a UUID;
-    `search_contains`: text fields matched as a substring (a trigram index on
-    PostgreSQL). The term is one value (not split on spaces: "admin alice"
-    is one caller)."""
+    `search_exact`: fields matched exactly (an index on each), in any row;
+    `search_uuid`: a UUID field matched when the term is a UUID, in any row;
+    `search_contains`: text fields matched as a substring, case-insensitive,
+    among the newest `search_scope` rows of what the filters select. An exact
+    match wins: a term that is a job id (or a run id) lists that row, not the
+    rows that merely contain it. The term is one value (not split on spaces:
+    "admin alice" is one caller).
+
+    Why a scope: a common substring ("10.0.3", "card declined") matches tens
+    of thousands of rows of a year's history, a rare one a handful, and the
+    list shows the newest first. A pg_trgm index finds the rare ones at once
+    but must read every match of a common one (344 ms for 400,000 job
+    records, docs/benchmarks.md); walking the newest rows until a page is full
+    is quick for a common one but reads the whole table for a rare one. The
+    scope bounds both: the newest `search_scope` rows in the list's own order
+    (`search_scope_field`, an indexed column the list sorts by), found by one
+    index lookup (the row `search_scope` places down), then read through that
+    index's range. Narrowing with the filters (a month, a status) moves the
+    scope there."""
 
     search_exact: tuple[str, ...] = ()
     search_uuid: str | None = None
     search_contains: tuple[str, ...] = ()
+    search_scope: int = 20_000
+    # Newest first along this column (an index on it, or leading one).
+    search_scope_field: str = "pk"
+
+    def _scope_floor(self, queryset: QuerySet[Any]) -> Any:
+        """The `search_scope_field` value of the row `search_scope` places
+        down the filtered list, newest first (an OFFSET into that column's
+        index, not into the table); None when the list is shorter."""
+        field = self.search_scope_field
+        return (
+            queryset.order_by(f"-{field}")
+            .values_list(field, flat=True)[self.search_scope : self.search_scope + 1]
+            .first()
+        )
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
@@ -266,16 +306,22 @@ class IndexedSearchMixin:
         term = search_term.strip()[:200]
         if not term:
             return queryset, False
-        match = Q()
+        exact = Q()
         for name in self.search_exact:
-            match |= Q(**{name: term})
+            exact |= Q(**{name: term})
         if self.search_uuid:
             with contextlib.suppress(ValueError):  # not a UUID: cannot be one
-                match |= Q(**{self.search_uuid: uuid.UUID(term)})
-        # A trigram index needs 3 characters; a shorter substring would scan.
-        if len(term) >= MIN_CONTAINS:
-            for name in self.search_contains:
-                match |= Q(ILike(F(name), contains_pattern(term)))
-        if not match:
+                exact |= Q(**{self.search_uuid: uuid.UUID(term)})
+        # Asked apart (one index look), not OR-ed with the substring: an OR
+        # of the two lets the planner walk the whole table for a rare term.
+        if exact and queryset.filter(exact).exists():
+            return queryset.filter(exact), False
+        if len(term) < MIN_CONTAINS or not self.search_contains:
             return queryset.none(), False
-        return queryset.filter(match), False
+        contains = Q()
+        for name in self.search_contains:
+            contains |= Q(**{f"{name}__icontains": term})
+        floor = self._scope_floor(queryset)
+        if floor is not None:
+            contains &= Q(**{f"{self.search_scope_field}__gte": floor})
+        return queryset.filter(contains), False

@@ -7,7 +7,7 @@ stated on the page — to show RQ workers this console did not start.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django import forms
@@ -22,12 +22,14 @@ from django.utils.html import format_html
 from django.utils.text import Truncator
 
 from ops import runtime
-from ops.console.admin.lists import BoundedListMixin
+from ops.console.admin.lists import BoundedListMixin, IndexedSearchMixin
 from ops.models import ConsoleSettings, Source, WorkerProcess
 from ops.usage import incidents
 from ops.workers import consumers
 
 MODE_PERMISSION = "ops.change_worker_mode"
+# How far back the host filter looks for hosts.
+RECENT_HOSTS_DAYS = 30
 
 STATE_COLOURS = {
     WorkerProcess.State.STARTING: "#2563eb",
@@ -47,8 +49,32 @@ class ModeForm(forms.Form):
     )
 
 
+class RecentHostFilter(admin.SimpleListFilter):
+    """Hosts of the processes started in the last RECENT_HOSTS_DAYS (the
+    (started, id) index: a range of recent rows, whatever the history)."""
+
+    title = "host"
+    parameter_name = "host"
+
+    def lookups(
+        self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]
+    ) -> list[tuple[str, str]]:
+        since = timezone.now() - timedelta(days=RECENT_HOSTS_DAYS)
+        hosts = (
+            WorkerProcess.objects.filter(started__gte=since)
+            .order_by()
+            .values_list("host", flat=True)
+            .distinct()
+        )
+        return [(host, host) for host in sorted(hosts)]
+
+    def queryset(self, request: HttpRequest, queryset: Any) -> Any:
+        value = self.value()
+        return queryset.filter(host=value) if value else queryset
+
+
 @admin.register(WorkerProcess)
-class WorkerProcessAdmin(BoundedListMixin, admin.ModelAdmin):
+class WorkerProcessAdmin(BoundedListMixin, IndexedSearchMixin, admin.ModelAdmin):
     # Short cells so that the list fits 1366 px beside the navigation and the
     # filters: the process (host:pid, role) under the name, the job id
     # shortened, one time (the heartbeat); the full values are on the row's
@@ -61,8 +87,22 @@ class WorkerProcessAdmin(BoundedListMixin, admin.ModelAdmin):
         "heartbeat_short",
         "restarts",
     ]
-    list_filter = ["state", "role", "host"]
+    # The host filter offers the hosts of recent processes only: Django's own
+    # ("host") is a DISTINCT over every row ever recorded (issue 15).
+    list_filter = ["state", "role", RecentHostFilter]
+    # A substring of the name, host or job id among the newest processes
+    # (IndexedSearchMixin: a primary-key range, not a scan of all of them).
     search_fields = ["name", "host", "current_job"]
+    search_contains = ("name", "host", "current_job")
+    search_scope = 1_000
+    search_scope_field = "started"
+    search_help_text = (
+        "Part of a worker's name, host or current job id (3 characters or "
+        "more), among the newest 1,000 worker processes the filters select."
+    )
+    # A row per process start: the newest 1,000 are what an SRE looks at;
+    # the filters reach older ones.
+    list_max_pages = 10
     show_full_result_count = False
     # Sorted by start only (the (started, id) index, issue 15).
     sortable_by = ["started"]
