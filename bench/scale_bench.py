@@ -2,7 +2,8 @@
 
     .venv/bin/python -m bench.scale_bench [--runs 1000000] [--job-records 10000000]
         [--workers 5000] [--db postgres://postgres@127.0.0.1:5432/kaireon_scale]
-        [--reuse] [--keep] [--no-prune] [--no-pages] [--prune-days 90] [--json]
+        [--reuse] [--keep] [--no-prune] [--no-pages] [--prune-days 90]
+        [--prune-batch N] [--json]
 
 Builds the data set on PostgreSQL with `INSERT … SELECT generate_series(…)`
 (no ORM, no Python loop): `--runs` drain runs spread over the last 365 days
@@ -620,7 +621,9 @@ WHERE datname = current_database() AND pid <> pg_backend_pid()
 """
 
 
-def prune_phase(retention_days: int, db_url: str) -> dict[str, Any]:
+def prune_phase(
+    retention_days: int, db_url: str, batch: int | None = None
+) -> dict[str, Any]:
     from django.conf import settings
     from django.db import connections
 
@@ -684,7 +687,7 @@ def prune_phase(retention_days: int, db_url: str) -> dict[str, Any]:
         while True:
             before = len(timed.times_ms)
             t0 = time.perf_counter()
-            result = prune_history()
+            result = prune_history(batch=batch)
             wall = (time.perf_counter() - t0) * 1000
             # Each delete transaction, BEGIN to COMMIT, as the prune ran it.
             tx_ms = max(timed.times_ms[before:], default=0.0)
@@ -831,6 +834,12 @@ def main(argv: list[str] | None = None) -> int:
         "--no-pages", action="store_true", help="measure the prune only"
     )
     parser.add_argument("--prune-days", type=int, default=90)
+    parser.add_argument(
+        "--prune-batch",
+        type=int,
+        default=None,
+        help="rows per delete (default: ops/cron/retention.py's BATCH)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
@@ -904,7 +913,7 @@ def main(argv: list[str] | None = None) -> int:
             for p in report["pages"]
         )
         if not args.no_prune:
-            report["prune"] = prune_phase(args.prune_days, args.db)
+            report["prune"] = prune_phase(args.prune_days, args.db, args.prune_batch)
             report["loadAverage"]["afterPrune"] = os.getloadavg()
             prune = report["prune"]
             ok = ok and prune["longestTransactionMs"] <= PRUNE_TX_TARGET_MS

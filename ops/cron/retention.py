@@ -50,10 +50,10 @@ from ops.models import (
 from ops.usage.period import billing_period
 
 # Drain runs a batch deletes, in one short transaction.
-BATCH = 5_000
+BATCH = 1_000
 # Job records one DELETE removes (in its own transaction): a batch of runs
 # has about ten times as many, deleted in as many short transactions.
-JOB_BATCH = 5_000
+JOB_BATCH = 1_000
 # How long one call keeps starting batches. A batch that started finishes, so
 # a call lasts at most this plus one batch.
 BUDGET_S = 5.0
@@ -109,7 +109,7 @@ def prune_history(
     while time.monotonic() < deadline:
         # The oldest runs first (the started index): a call that stops early
         # leaves the newest of the old history, never holes in it. A batch's
-        # run ids come into Python (5,000 numbers); its job records do not.
+        # run ids come into Python (1,000 numbers); its job records do not.
         ids = list(
             old_runs.order_by("started", "pk").values_list("pk", flat=True)[:run_batch]
         )
