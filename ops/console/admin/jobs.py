@@ -207,6 +207,8 @@ class JobStopRequestAdmin(admin.ModelAdmin):
     """Who asked which job to stop, and which process stopped it: a record.
     Requests are made from a queue's started-jobs page (queue_jobs.py)."""
 
+    # Six columns fit 1366 px; the worker that stopped the job (a long name)
+    # is on the request's own page.
     list_display = (
         "job_id",
         "queue",
@@ -214,13 +216,12 @@ class JobStopRequestAdmin(admin.ModelAdmin):
         "requested_by",
         "requested_at",
         "handled_at",
-        "handled_by",
     )
     list_filter = ("outcome", "queue")
     list_select_related = ("requested_by",)
     # The UniqueConstraint's index leads with job_id: exact lookups only.
     search_fields = ("=job_id",)
-    fields = list_display
+    fields = (*list_display, "handled_by")
     readonly_fields = fields
 
     def has_add_permission(self, request: HttpRequest) -> bool:
