@@ -119,10 +119,6 @@ class Health:
         ]
         return [todo for todo in found if todo is not None]
 
-    @property
-    def all_well(self) -> bool:
-        return not self.todos
-
 
 def _url(user: Any, perm: str, name: str, *args: Any, query: str = "") -> str:
     if not user.has_perm(perm):
