@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.scale_bench [--runs 1000000] [--job-records 10000000]
         [--workers 5000] [--db postgres://postgres@127.0.0.1:5432/kaireon_scale]
         [--reuse] [--keep] [--no-prune] [--no-pages] [--prune-days 90]
-        [--prune-batch N] [--json]
+        [--prune-batch N] [--idle-drain-in-thread] [--json]
 
 Builds the data set on PostgreSQL with `INSERT … SELECT generate_series(…)`
 (no ORM, no Python loop): `--runs` drain runs spread over the last 365 days
@@ -29,8 +29,12 @@ scrape, which folds the history once, timed apart); the alert-event check,
 the drain's recovery lookups and the stop-request poll; `manage.py quota
 --json`; `manage.py redis_switch_check --json`. Last (unless `--no-prune`), the prune
 (ops/cron/retention.py) with HISTORY_RETENTION_DAYS=90, call after call until
-complete, while a thread runs an idle drain every 200 ms: each call's time,
-the longest delete transaction, and the idle drains' latency.
+complete, while another process (bench/idle_drainer.py; production never runs
+a drain in the prune's process) runs an idle drain every 200 ms: each call's
+time, the longest delete transaction, and the idle drains' latency, with the
+slowest drains' slowest statements. `--idle-drain-in-thread` runs those drains
+in a thread of the prune's process instead (the first method, for comparison:
+they then wait for the prune's share of the interpreter lock too).
 
 Target (printed PASS/FAIL): every page ≤ 150 ms median server time and no
 sequential scan of a history table; prune transactions ≤ 1 s and idle drains
@@ -46,6 +50,7 @@ import os
 import platform
 import re
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -622,45 +627,19 @@ WHERE datname = current_database() AND pid <> pg_backend_pid()
 
 
 def prune_phase(
-    retention_days: int, db_url: str, batch: int | None = None
+    retention_days: int,
+    db_url: str,
+    batch: int | None = None,
+    drain_in_thread: bool = False,
 ) -> dict[str, Any]:
     from django.conf import settings
-    from django.db import connections
 
     from ops.cron.retention import prune_history
-    from ops.engine.drain import drain
-    from ops.engine.drain_options import parse_options
-    from ops.models import DrainRun
 
     settings.HISTORY_RETENTION_DAYS = retention_days
     stop = threading.Event()
-    idle_ms: list[float] = []
-
-    def idle_drains() -> None:
-        try:
-            while not stop.is_set():
-                t0 = time.perf_counter()
-                drain(
-                    trigger=DrainRun.Trigger.CLI,
-                    options=parse_options(),
-                    caller="bench idle",
-                )
-                idle_ms.append((time.perf_counter() - t0) * 1000)
-                stop.wait(0.2)
-        finally:
-            connections.close_all()
-
-    for _ in range(5):  # warm the drain path before measuring beside the prune
-        drain(
-            trigger=DrainRun.Trigger.CLI, options=parse_options(), caller="bench idle"
-        )
-    before_idle = []
-    for _ in range(10):
-        t0 = time.perf_counter()
-        drain(
-            trigger=DrainRun.Trigger.CLI, options=parse_options(), caller="bench idle"
-        )
-        before_idle.append((time.perf_counter() - t0) * 1000)
+    beside = _ThreadDrainer(stop) if drain_in_thread else _ProcessDrainer()
+    beside.start()
     # The server's view: every 10 ms, the age of the oldest open transaction
     # of this database (the prune's, the idle drains', anyone's).
     open_tx_ms: list[float] = []
@@ -678,8 +657,6 @@ def prune_phase(
 
     timed = _TimedTransactions()
     retention.transaction = timed  # type: ignore[assignment]
-    thread = threading.Thread(target=idle_drains, daemon=True)
-    thread.start()
     calls: list[dict[str, Any]] = []
     longest_tx = 0.0
     t_all = time.perf_counter()
@@ -712,12 +689,15 @@ def prune_phase(
                 break
     finally:
         stop.set()
-        thread.join()
+        before_idle, idle_ms, slowest = beside.stop()
         watcher.join()
         retention.transaction = timed._transaction  # type: ignore[assignment]
     total = (time.perf_counter() - t_all) * 1000
     return {
         "retentionDays": retention_days,
+        "idleDrainIn": "a thread of the prune's process"
+        if drain_in_thread
+        else "a process of its own",
         "calls": calls,
         "totalMs": round(total),
         "longestTransactionMs": round(longest_tx, 1),
@@ -737,7 +717,83 @@ def prune_phase(
             ),
             "max": round(max(idle_ms), 1) if idle_ms else None,
         },
+        "slowestIdleDrains": slowest,
     }
+
+
+class _ProcessDrainer:
+    """Idle drains in a process of their own (bench/idle_drainer.py), as in
+    production, where the prune and the drains are separate requests,
+    commands or django-q workers: never threads of one interpreter."""
+
+    def __init__(self) -> None:
+        self.child: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        # The environment main() set up: the same database and Redis.
+        self.child = subprocess.Popen(
+            [sys.executable, "-m", "bench.idle_drainer"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.child.stdout is not None
+        ready = self.child.stdout.readline().strip()
+        if ready != "ready":
+            self.child.kill()
+            raise RuntimeError(f"bench.idle_drainer did not start: {ready!r}")
+
+    def stop(self) -> tuple[list[float], list[float], list[dict[str, Any]]]:
+        """(drains before the prune, drains beside it, the slowest of those)."""
+        assert self.child is not None and self.child.stdin is not None
+        out, _ = self.child.communicate(timeout=60)  # closes its stdin: it stops
+        report = json.loads(out.strip().splitlines()[-1])
+        return report["beforeMs"], report["duringMs"], report["slowest"]
+
+
+class _ThreadDrainer:
+    """Idle drains in a thread of the prune's own process (the first
+    measurement's method, kept for comparison): the drain then also waits for
+    the prune's share of the interpreter lock."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop_event = stop
+        self.before: list[float] = []
+        self.idle_ms: list[float] = []
+        self.thread: threading.Thread | None = None
+
+    def _one(self) -> float:
+        from ops.engine.drain import drain
+        from ops.engine.drain_options import parse_options
+        from ops.models import DrainRun
+
+        t0 = time.perf_counter()
+        drain(
+            trigger=DrainRun.Trigger.CLI, options=parse_options(), caller="bench idle"
+        )
+        return (time.perf_counter() - t0) * 1000
+
+    def _loop(self) -> None:
+        from django.db import connections
+
+        try:
+            while not self.stop_event.is_set():
+                self.idle_ms.append(self._one())
+                self.stop_event.wait(0.2)
+        finally:
+            connections.close_all()
+
+    def start(self) -> None:
+        for _ in range(5):  # warm the drain path before measuring
+            self._one()
+        self.before = [self._one() for _ in range(10)]
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> tuple[list[float], list[float], list[dict[str, Any]]]:
+        assert self.thread is not None
+        self.thread.join()
+        return self.before, self.idle_ms, []
 
 
 class _TimedTransactions:
@@ -806,8 +862,11 @@ def render(report: dict[str, Any]) -> str:
             f"oldest open transaction seen in pg_stat_activity "
             f"{prune['longestOpenTransactionSeenMs']} ms; "
             f"idle drain median {prune['idleDrainBeforeMedianMs']} ms before, during: "
-            f"{prune['idleDrainDuringMs']} (target max <= {IDLE_DRAIN_TARGET_MS:.0f})",
+            f"{prune['idleDrainDuringMs']} (target max <= {IDLE_DRAIN_TARGET_MS:.0f}), "
+            f"the drains in {prune['idleDrainIn']}",
         ]
+        for drain in prune["slowestIdleDrains"]:
+            lines.append(f"  slow idle drain: {drain}")
         for call in prune["calls"]:
             lines.append(f"  {call}")
     lines += ["", "Slowest queries of the pages over the target (EXPLAIN ANALYZE):"]
@@ -839,6 +898,12 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=None,
         help="rows per delete (default: ops/cron/retention.py's BATCH)",
+    )
+    parser.add_argument(
+        "--idle-drain-in-thread",
+        action="store_true",
+        help="run the idle drains beside the prune in a thread of this process "
+        "(the first method, for comparison) rather than in a process of their own",
     )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
@@ -913,7 +978,12 @@ def main(argv: list[str] | None = None) -> int:
             for p in report["pages"]
         )
         if not args.no_prune:
-            report["prune"] = prune_phase(args.prune_days, args.db, args.prune_batch)
+            report["prune"] = prune_phase(
+                args.prune_days,
+                args.db,
+                args.prune_batch,
+                drain_in_thread=args.idle_drain_in_thread,
+            )
             report["loadAverage"]["afterPrune"] = os.getloadavg()
             prune = report["prune"]
             ok = ok and prune["longestTransactionMs"] <= PRUNE_TX_TARGET_MS
