@@ -159,17 +159,24 @@ def drain(
     `run`: a row already created and claimed (running) by the caller, e.g. a
     console drain run in the background (ops/engine/background.py).
     """
-    if run is None:
-        run = DrainRun.objects.create(
-            trigger=trigger,
-            requested_by=requested_by if getattr(requested_by, "pk", None) else None,
-            caller=caller[:200],
-            credential=credential[:100],
-            params=options.as_params(),
-            worker_prefix=f"kdrain.{uuid.uuid4().hex[:12]}.",
-        )
+    # The run's row and its claim on the lease in one transaction: an idle
+    # tick writes three times in all (this, its verdict with the lease's
+    # release, its usage), each one commit, so one WAL flush, which is what
+    # it waits for beside a busy database (a prune: docs/benchmarks.md).
+    with transaction.atomic():
+        if run is None:
+            run = DrainRun.objects.create(
+                trigger=trigger,
+                requested_by=requested_by
+                if getattr(requested_by, "pk", None)
+                else None,
+                caller=caller[:200],
+                credential=credential[:100],
+                params=options.as_params(),
+                worker_prefix=f"kdrain.{uuid.uuid4().hex[:12]}.",
+            )
+        claim = lease.acquire(run, lease_life(options.max_duration_ms))
     bind(run_id=run.public_id)
-    claim = lease.acquire(run, lease_life(options.max_duration_ms))
     if not claim.acquired:
         run.mark_skipped(blocked_by=claim.holder)
         return run
@@ -243,25 +250,31 @@ def drain(
             status = DrainRun.Status.WITH_FAILURES
         elif outcome.deadline_hit and left:
             status = DrainRun.Status.DEADLINE
+    released = False
     try:
+        # The verdict and the lease's release in one transaction (one commit).
         # Conditional: a drain that took over and marked this run abandoned
         # keeps its verdict (DrainRun.finish).
-        mine = run.finish(
-            status=status,
-            queue_results={n: t.as_dict() for n, t in outcome.tallies.items()},
-            redis_commands=meter.billed + outcome.child_billed,
-            deadline_hit=outcome.deadline_hit,
-            recovered_jobs=recovered,
-            error_code=error_code,
-            error=error,
-            unsettled_claims=outcome.unsettled,
-            # Its workers may have left jobs started, claimed or registered.
-            needs_recovery=status == DrainRun.Status.FAILED and outcome.spawned,
-        )
+        with transaction.atomic():
+            mine = run.finish(
+                status=status,
+                queue_results={n: t.as_dict() for n, t in outcome.tallies.items()},
+                redis_commands=meter.billed + outcome.child_billed,
+                deadline_hit=outcome.deadline_hit,
+                recovered_jobs=recovered,
+                error_code=error_code,
+                error=error,
+                unsettled_claims=outcome.unsettled,
+                # Its workers may have left jobs started, claimed or registered.
+                needs_recovery=status == DrainRun.Status.FAILED and outcome.spawned,
+            )
+            lease.release(run)
+        released = True
         if not mine:
             log.warning("drain %s: another drain's verdict stands", run.public_id)
     finally:
-        lease.release(run)
+        if not released:  # the verdict could not be written: let go all the same
+            lease.release(run)
         recorder.flush()  # the run's cost is in the usage table when it returns
     if escaping is not None:
         raise escaping  # Ctrl-C / SystemExit go on once the books are closed

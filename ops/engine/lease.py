@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import connections
+from django.db import connections, transaction
 from django.db.models import DateTimeField, DurationField, ExpressionWrapper, Q, Value
 from django.db.models.functions import Greatest, Now
 
@@ -53,19 +53,26 @@ def from_now(life: timedelta) -> ExpressionWrapper:
 
 
 def acquire(run: DrainRun, life: timedelta) -> Claim:
+    """Take the lease for `run` if it is free or lapsed. The lease and the
+    run's own copy of its expiry are written in one transaction: one commit
+    (one WAL flush) instead of two on every tick, and no moment where the
+    run holds a lease its row does not know of. Called inside the caller's
+    transaction, it joins it (the drain creates its run in the same one)."""
     Lease.objects.get_or_create(name=DRAIN_LEASE)
-    taken = (
-        Lease.objects.filter(name=DRAIN_LEASE)
-        .filter(Q(holder__isnull=True) | Q(expires_at__lte=Now()))
-        .update(
-            holder=run.public_id,
-            expires_at=from_now(life),
-            acquired_at=Now(),
-            renewed_at=Now(),
+    with transaction.atomic(savepoint=False):
+        taken = (
+            Lease.objects.filter(name=DRAIN_LEASE)
+            .filter(Q(holder__isnull=True) | Q(expires_at__lte=Now()))
+            .update(
+                holder=run.public_id,
+                expires_at=from_now(life),
+                acquired_at=Now(),
+                renewed_at=Now(),
+            )
         )
-    )
+        if taken == 1:
+            DrainRun.objects.filter(pk=run.pk).update(lease_expires=from_now(life))
     if taken == 1:
-        DrainRun.objects.filter(pk=run.pk).update(lease_expires=from_now(life))
         run.refresh_from_db(fields=["lease_expires"])
         return Claim(acquired=True, holder=run.public_id)
     holder = (
