@@ -15,7 +15,8 @@ The environment (DATABASE_URL, REDIS_URL, ...) is the caller's. Protocol:
 after a warm-up and `--before` drains with nothing else running, it prints
 one line `ready` on stdout; it then runs an idle drain every `--every-s`
 until its stdin closes, and prints one line of JSON: the drains' times
-before and during (ms), and the slowest drains with their slowest statements.
+before and during (ms), and the slowest drains (when, and their slowest
+statements or commits).
 """
 
 from __future__ import annotations
@@ -70,26 +71,41 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             statements.append(((time.perf_counter() - t0) * 1000, sql[:70]))
 
-    during: list[tuple[float, list[tuple[float, str]]]] = []
+    # Commits are not statements to Django: timed apart, since a commit
+    # waits for its WAL flush, and so for the disk the prune keeps busy.
+    commit = connection._commit
+
+    def timed_commit() -> None:
+        t0 = time.perf_counter()
+        try:
+            commit()
+        finally:
+            statements.append(((time.perf_counter() - t0) * 1000, "COMMIT"))
+
+    connection._commit = timed_commit  # type: ignore[method-assign]
+    during: list[tuple[float, float, list[tuple[float, str]]]] = []
     print("ready", flush=True)
     with connection.execute_wrapper(timed):
         while not stop.is_set():
             statements.clear()
+            at = time.time()
             ms = one()
-            during.append((ms, sorted(statements, reverse=True)[:2]))
+            during.append((ms, at, sorted(statements, reverse=True)[:2]))
             stop.wait(args.every_s)
     slowest = sorted(during, key=lambda d: d[0], reverse=True)[:3]
     print(
         json.dumps(
             {
                 "beforeMs": [round(ms, 1) for ms in before],
-                "duringMs": [round(ms, 1) for ms, _ in during],
+                "duringMs": [round(ms, 1) for ms, _, _ in during],
                 "slowest": [
                     {
                         "ms": round(ms, 1),
+                        "at": time.strftime("%H:%M:%S", time.localtime(at))
+                        + f".{int(at % 1 * 1000):03d}",
                         "statements": [[round(t, 1), sql] for t, sql in top],
                     }
-                    for ms, top in slowest
+                    for ms, at, top in slowest
                 ],
             }
         ),

@@ -637,10 +637,15 @@ def prune_phase(
     from ops.cron.retention import prune_history
 
     settings.HISTORY_RETENTION_DAYS = retention_days
+    # Write out what the build (or the copy of a data set) left dirty first:
+    # the checkpoints measured beside the prune are then the prune's own.
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("CHECKPOINT")
+        checkpoints_before = _checkpoints(conn)
     stop = threading.Event()
     beside = _ThreadDrainer(stop) if drain_in_thread else _ProcessDrainer()
     beside.start()
-    # The server's view: every 10 ms, the age of the oldest open transaction
+    # The server's view: every 50 ms, the age of the oldest open transaction
     # of this database (the prune's, the idle drains', anyone's).
     open_tx_ms: list[float] = []
 
@@ -649,7 +654,7 @@ def prune_phase(
             while not stop.is_set():
                 row = conn.execute(LONGEST_OPEN_TX_SQL).fetchone()
                 open_tx_ms.append(float(row[0]))
-                stop.wait(0.01)
+                stop.wait(0.05)
 
     watcher = threading.Thread(target=watch_transactions, daemon=True)
     watcher.start()
@@ -693,6 +698,8 @@ def prune_phase(
         watcher.join()
         retention.transaction = timed._transaction  # type: ignore[assignment]
     total = (time.perf_counter() - t_all) * 1000
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        checkpoints = _checkpoints(conn) - checkpoints_before
     return {
         "retentionDays": retention_days,
         "idleDrainIn": "a thread of the prune's process"
@@ -706,6 +713,10 @@ def prune_phase(
             round(statistics.median(timed.times_ms), 1) if timed.times_ms else None
         ),
         "longestOpenTransactionSeenMs": round(max(open_tx_ms, default=0.0), 1),
+        # The server's checkpoints while the prune ran (its WAL triggers them):
+        # each ends with an fsync of the files written, which the drains'
+        # commits (WAL flushes to the same disk) may wait behind.
+        "checkpointsDuring": checkpoints,
         "idleDrainBeforeMedianMs": round(statistics.median(before_idle), 1),
         "idleDrainDuringMs": {
             "count": len(idle_ms),
@@ -719,6 +730,13 @@ def prune_phase(
         },
         "slowestIdleDrains": slowest,
     }
+
+
+def _checkpoints(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute(
+        "SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter"
+    ).fetchone()
+    return int(row[0]) if row else 0
 
 
 class _ProcessDrainer:
@@ -861,6 +879,7 @@ def render(report: dict[str, Any]) -> str:
             f"{prune['longestTransactionMs']} ms (target <= {PRUNE_TX_TARGET_MS:.0f}); "
             f"oldest open transaction seen in pg_stat_activity "
             f"{prune['longestOpenTransactionSeenMs']} ms; "
+            f"{prune['checkpointsDuring']} checkpoints during the prune; "
             f"idle drain median {prune['idleDrainBeforeMedianMs']} ms before, during: "
             f"{prune['idleDrainDuringMs']} (target max <= {IDLE_DRAIN_TARGET_MS:.0f}), "
             f"the drains in {prune['idleDrainIn']}",
