@@ -1017,6 +1017,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         from django.db import connections
 
+        from ops.usage.metering import recorder
+
+        # The pages' metered Redis commands, written while the database is
+        # still there (the flush at exit would find it dropped).
+        recorder.flush()
         connections.close_all()
         redis_server.stop()
         if not (args.keep or args.reuse):
