@@ -4,7 +4,7 @@ than HISTORY_RETENTION_DAYS, as `POST /api/v1/cron/prune` does.
 One call by default: batches of short transactions until the budget is spent
 (ops/cron/retention.py), then it says how many old runs are left. `--all`
 calls again until nothing old is left, for the first prune of a long history
-(750,000 runs and 7,500,000 job records: 457 s, docs/benchmarks.md); drains go
+(750,000 runs and 7,500,000 job records: 303 s, docs/benchmarks.md); drains go
 on beside it. Database only: no Redis command.
 """
 
