@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 from collections import Counter
+from typing import Any
 
 QUOTA_ERROR = (
     b"-ERR max requests limit exceeded. Limit: 500000, Usage: 500000. "
@@ -117,6 +118,11 @@ class FaultProxy:
 
     def close(self) -> None:
         self._closed = True
+        self._stop_listening()
+
+    def _stop_listening(self) -> None:
+        """Refuse new connections (the listening socket closed) and cut the
+        open ones."""
         with contextlib.suppress(OSError):
             self._listener.close()
         self.drop_connections()
@@ -140,12 +146,31 @@ class FaultProxy:
             (self.refused if refuse else self.forwarded)[name] += 1
             return refuse
 
+    def _connection(self) -> Any:
+        """Per-connection state a subclass's `_forward` keeps (None here)."""
+        return None
+
+    def _forward(
+        self,
+        conn: Any,
+        name: str,
+        raw: bytes,
+        upstream: socket.socket,
+        from_server: _Reader,
+        client: socket.socket,
+    ) -> None:
+        """One command to Redis and its reply back: the hook for subclasses
+        that hold or change replies."""
+        upstream.sendall(raw)
+        client.sendall(from_server.reply())
+
     def _serve(self, client: socket.socket) -> None:
         upstream: socket.socket | None = None
         try:
             upstream = socket.create_connection(self.target)
             self._sockets += [client, upstream]
             from_client, from_server = _Reader(client), _Reader(upstream)
+            conn = self._connection()
             while True:
                 name, raw = from_client.command()
                 if self.latency_s:
@@ -153,8 +178,7 @@ class FaultProxy:
                 if self._refuse(name):
                     client.sendall(QUOTA_ERROR)
                     continue
-                upstream.sendall(raw)
-                client.sendall(from_server.reply())
+                self._forward(conn, name, raw, upstream, from_server, client)
         except (OSError, ConnectionError, ValueError):
             pass
         finally:

@@ -84,7 +84,7 @@ from rq.registry import (
     StartedJobRegistry,
 )
 
-from bench.fault_proxy import QUOTA_ERROR, FaultProxy, _Reader
+from bench.fault_proxy import FaultProxy, _Reader
 from ops.engine.lean_worker import CLAIM_PREFIX
 from ops.models import DrainRun, WorkerProcess
 
@@ -647,9 +647,7 @@ class StepProxy(FaultProxy):
 
     def outage(self) -> None:
         self.down = True
-        with contextlib.suppress(OSError):
-            self._listener.close()
-        self.drop_connections()
+        self._stop_listening()
 
     def recover(self) -> None:
         self._listener = socket.create_server(("127.0.0.1", self.port))
@@ -679,41 +677,44 @@ class StepProxy(FaultProxy):
         return None
 
     def _serve(self, client: socket.socket) -> None:
-        upstream: socket.socket | None = None
-        try:
-            if self.down:
-                return
-            upstream = socket.create_connection(self.target)
-            self._sockets += [client, upstream]
-            from_client, from_server = _Reader(client), _Reader(upstream)
-            in_multi = False
-            armed: Hold | None = None
-            while True:
-                name, raw = from_client.command()
-                if self.latency_s:
-                    time.sleep(self.latency_s)
-                if self._refuse(name):
-                    client.sendall(QUOTA_ERROR)
-                    continue
-                hold = self._take(name, raw)
-                if name == "MULTI":
-                    in_multi = True
-                elif name in ("EXEC", "DISCARD"):
-                    in_multi = False
-                    if name == "EXEC" and armed is not None:
-                        hold, armed = armed, None
-                elif hold is not None and in_multi:
-                    armed, hold = hold, None
-                upstream.sendall(raw)
-                reply = from_server.reply()
-                if hold is not None:
-                    hold.reached.set()
-                    hold.released.wait(self.HOLD_LIMIT_S)
-                client.sendall(reply)
-        except (OSError, ConnectionError, ValueError):
-            pass
-        finally:
-            for sock in (client, upstream):
-                if sock is not None:
-                    with contextlib.suppress(OSError):
-                        sock.close()
+        if self.down:  # accepted just before the outage
+            with contextlib.suppress(OSError):
+                client.close()
+            return
+        super()._serve(client)
+
+    def _connection(self) -> _Multi:
+        return _Multi()
+
+    def _forward(
+        self,
+        conn: _Multi,
+        name: str,
+        raw: bytes,
+        upstream: socket.socket,
+        from_server: _Reader,
+        client: socket.socket,
+    ) -> None:
+        hold = self._take(name, raw)
+        if name == "MULTI":
+            conn.in_multi = True
+        elif name in ("EXEC", "DISCARD"):
+            conn.in_multi = False
+            if name == "EXEC" and conn.armed is not None:
+                hold, conn.armed = conn.armed, None
+        elif hold is not None and conn.in_multi:
+            conn.armed, hold = hold, None
+        upstream.sendall(raw)
+        reply = from_server.reply()
+        if hold is not None:
+            hold.reached.set()
+            hold.released.wait(self.HOLD_LIMIT_S)
+        client.sendall(reply)
+
+
+@dataclass
+class _Multi:
+    """A connection's MULTI block: a hold taken inside it waits for the EXEC."""
+
+    in_multi: bool = False
+    armed: Hold | None = None
