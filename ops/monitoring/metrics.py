@@ -243,14 +243,7 @@ def usage_totals(now: datetime) -> dict[str, list[int]]:
     carry, _ = MetricsCarry.objects.get_or_create(pk=USAGE_CARRY)
     target = now.replace(minute=0, second=0, microsecond=0) - USAGE_FOLD_AFTER
     if carry.watermark is None or target > carry.watermark:
-        folded = _usage_sums(carry.watermark, target)
-        totals = {
-            source: [a + b for a, b in zip(old, new, strict=True)]
-            for source, old, new in (
-                (name, carry.totals.get(name, [0, 0]), folded.get(name, [0, 0]))
-                for name in {*carry.totals, *folded}
-            )
-        }
+        totals = _add_usage(carry.totals, _usage_sums(carry.watermark, target))
         won = MetricsCarry.objects.filter(
             pk=USAGE_CARRY, watermark=carry.watermark
         ).update(watermark=target, totals=totals)
@@ -258,13 +251,18 @@ def usage_totals(now: datetime) -> dict[str, list[int]]:
             carry.watermark, carry.totals = target, totals
         else:  # another process folded first: take its result
             carry = MetricsCarry.objects.get(pk=USAGE_CARRY)
-    recent = _usage_sums(carry.watermark, None)
+    return _add_usage(carry.totals, _usage_sums(carry.watermark, None))
+
+
+def _add_usage(
+    a: dict[str, list[int]], b: dict[str, list[int]]
+) -> dict[str, list[int]]:
+    """[billed, unbilled] by source, summed over both."""
     return {
         name: [
-            carry.totals.get(name, [0, 0])[0] + recent.get(name, [0, 0])[0],
-            carry.totals.get(name, [0, 0])[1] + recent.get(name, [0, 0])[1],
+            x + y for x, y in zip(a.get(name, [0, 0]), b.get(name, [0, 0]), strict=True)
         ]
-        for name in {*carry.totals, *recent}
+        for name in {*a, *b}
     }
 
 
