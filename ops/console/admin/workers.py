@@ -91,7 +91,8 @@ class WorkerProcessAdmin(BoundedListMixin, IndexedSearchMixin, admin.ModelAdmin)
     # ("host") is a DISTINCT over every row ever recorded (issue 15).
     list_filter = ["state", "role", RecentHostFilter]
     # A substring of the name, host or job id among the newest processes
-    # (IndexedSearchMixin: a primary-key range, not a scan of all of them).
+    # (IndexedSearchMixin: a range of the started index, not a scan of all of
+    # them).
     search_fields = ["name", "host", "current_job"]
     search_contains = ("name", "host", "current_job")
     search_scope = 1_000
